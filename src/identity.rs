@@ -1,0 +1,340 @@
+//! Who is calling: an API token found by the configured sources (first match wins), or, when
+//! there is none, the client IP chosen like Traefik's `ipStrategy`. Tokens are reduced at once to
+//! a keyed BLAKE3 hash ([`Key`]); nothing keeps, logs or exports a token in clear, only a
+//! [`Fingerprint`] (the first 32 bits of the hash).
+//!
+//! Which plan a caller has, and which limits apply, is `policy`'s business.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::num::NonZeroUsize;
+
+use http::{HeaderMap, HeaderName};
+use ipnet::IpNet;
+
+use crate::request::Forwarded;
+
+/// Where a token may be found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// `Authorization: Bearer <token>`
+    Bearer,
+    /// `Authorization: Token <token>`
+    Token,
+    /// Any header's whole value.
+    Header(HeaderName),
+    /// A query parameter of `X-Forwarded-Uri`.
+    Query(String),
+    /// A cookie.
+    Cookie(String),
+    /// The request host (`X-Forwarded-Host`), like Traefik's `sourceCriterion.requestHost`.
+    Host,
+}
+
+impl Source {
+    /// Parses `bearer`, `token`, `header:NAME`, `query:NAME`, `cookie:NAME` or `host`.
+    pub fn parse(s: &str) -> Option<Source> {
+        let nonempty = |n: &str| (!n.is_empty()).then(|| n.to_owned());
+        match s.split_once(':') {
+            None => match s {
+                "bearer" => Some(Source::Bearer),
+                "token" => Some(Source::Token),
+                "host" => Some(Source::Host),
+                _ => None,
+            },
+            Some(("header", name)) => HeaderName::try_from(name).ok().map(Source::Header),
+            Some(("query", name)) => nonempty(name).map(Source::Query),
+            Some(("cookie", name)) => nonempty(name).map(Source::Cookie),
+            Some(_) => None,
+        }
+    }
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Bearer => f.write_str("bearer"),
+            Source::Token => f.write_str("token"),
+            Source::Header(n) => write!(f, "header:{n}"),
+            Source::Query(n) => write!(f, "query:{n}"),
+            Source::Cookie(n) => write!(f, "cookie:{n}"),
+            Source::Host => f.write_str("host"),
+        }
+    }
+}
+
+/// What to do with a request that carries no token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Missing {
+    /// Answer 401.
+    Reject,
+    /// Limit by client IP under the anonymous plan.
+    Ip,
+}
+
+/// How the client IP is chosen, as Traefik's `ipStrategy`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClientIp {
+    /// The `depth`-th address of `X-Forwarded-For` counted from the right (1 = the address the
+    /// last proxy saw). Falls back to the peer when the header is shorter.
+    Depth(NonZeroUsize),
+    /// The rightmost address of `X-Forwarded-For` outside these networks, else the peer.
+    Excluded(Vec<IpNet>),
+    /// The address of the peer that connected to quotagate.
+    Peer,
+}
+
+impl ClientIp {
+    pub fn resolve(&self, headers: &HeaderMap, peer: IpAddr) -> IpAddr {
+        let mut xff = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .rev()
+            .map(|s| s.trim().parse::<IpAddr>().ok());
+        let found = match self {
+            ClientIp::Peer => None,
+            ClientIp::Depth(depth) => xff.nth(depth.get() - 1).flatten(),
+            // An entry that is not an address stops the scan: whatever lies left of it was
+            // written by someone we do not trust.
+            ClientIp::Excluded(nets) => {
+                xff.map_while(|ip| ip).find(|ip| !nets.iter().any(|n| n.contains(ip)))
+            }
+        };
+        found.map_or(peer, canonical)
+    }
+}
+
+/// `::ffff:1.2.3.4` is `1.2.3.4`.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// A keyed hash of an identity: what counters, token maps and Redis keys are keyed by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Key(pub u128);
+
+impl Key {
+    pub fn fingerprint(self) -> Fingerprint {
+        Fingerprint((self.0 >> 96) as u32)
+    }
+}
+
+/// The first 32 bits of a [`Key`], for logs, headers and error messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fingerprint(pub u32);
+
+impl fmt::Display for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:08x}", self.0)
+    }
+}
+
+/// The keyed hash behind [`Key`]. The key comes from the config so replicas and restarts agree.
+#[derive(Clone)]
+pub struct Hasher {
+    key: [u8; 32],
+}
+
+impl fmt::Debug for Hasher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Hasher(..)")
+    }
+}
+
+const KIND_TOKEN: u8 = b't';
+const KIND_IP: u8 = b'i';
+const KIND_HOST: u8 = b'h';
+
+impl Hasher {
+    /// Derives the 32-byte hashing key from configured secret material of any length.
+    pub fn new(secret: &[u8]) -> Hasher {
+        Hasher { key: blake3::derive_key("quotagate 2026 identity key", secret) }
+    }
+
+    fn hash(&self, kind: u8, value: &[u8]) -> Key {
+        let mut h = blake3::Hasher::new_keyed(&self.key);
+        h.update(&[kind]);
+        h.update(value);
+        let out = h.finalize();
+        let bytes: [u8; 16] = out.as_bytes()[..16].try_into().expect("16 of 32 bytes");
+        Key(u128::from_be_bytes(bytes))
+    }
+
+    pub fn token(&self, token: &[u8]) -> Key {
+        self.hash(KIND_TOKEN, token)
+    }
+
+    pub fn host(&self, host: &str) -> Key {
+        self.hash(KIND_HOST, host.to_ascii_lowercase().as_bytes())
+    }
+
+    /// IPv6 clients are grouped by their `/ipv6_prefix` network, since one client usually holds
+    /// a whole /64 and could otherwise take a fresh address per request.
+    pub fn ip(&self, ip: IpAddr, ipv6_prefix: u8) -> Key {
+        match ip {
+            IpAddr::V4(v4) => self.hash(KIND_IP, &v4.octets()),
+            IpAddr::V6(v6) => {
+                let net = ipnet::Ipv6Net::new(v6, ipv6_prefix).map_or(v6, |n| n.network());
+                self.hash(KIND_IP, &net.octets())
+            }
+        }
+    }
+}
+
+/// The caller, after identification.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Caller {
+    Token(Key),
+    Host(Key),
+    Ip(IpAddr, Key),
+}
+
+impl Caller {
+    pub fn key(&self) -> Key {
+        match *self {
+            Caller::Token(k) | Caller::Host(k) | Caller::Ip(_, k) => k,
+        }
+    }
+}
+
+impl fmt::Display for Caller {
+    /// `tok:1a2b3c4d`, `host:1a2b3c4d` or `ip:203.0.113.7`: safe for logs and headers.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Caller::Token(k) => write!(f, "tok:{}", k.fingerprint()),
+            Caller::Host(k) => write!(f, "host:{}", k.fingerprint()),
+            Caller::Ip(ip, _) => write!(f, "ip:{ip}"),
+        }
+    }
+}
+
+/// Why a request could not be identified. Messages never contain the token.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum IdentityError {
+    #[error("no API token found (looked in {sources})")]
+    Missing { sources: String },
+    #[error("the token in {place} is {len} bytes long (at most {max} allowed)")]
+    TooLong { place: String, len: usize, max: usize },
+    #[error("the token in {place} is malformed: {why}")]
+    Malformed { place: String, why: &'static str },
+}
+
+/// Identification settings, validated.
+#[derive(Clone, Debug)]
+pub struct Identity {
+    pub sources: Vec<Source>,
+    pub missing: Missing,
+    pub max_token_length: usize,
+    pub client_ip: ClientIp,
+    pub ipv6_prefix: u8,
+    pub hasher: Hasher,
+}
+
+impl Identity {
+    /// Finds the caller of `req`. `peer` is the address that connected to quotagate.
+    pub fn identify(
+        &self,
+        headers: &HeaderMap,
+        req: &Forwarded<'_>,
+        peer: IpAddr,
+    ) -> Result<Caller, IdentityError> {
+        for source in &self.sources {
+            let Some(raw) = find(source, headers, req) else { continue };
+            if *source == Source::Host {
+                if raw.is_empty() {
+                    continue;
+                }
+                return Ok(Caller::Host(self.hasher.host(&raw)));
+            }
+            self.validate(source, raw.as_bytes())?;
+            return Ok(Caller::Token(self.hasher.token(raw.as_bytes())));
+        }
+        match self.missing {
+            Missing::Ip => {
+                let ip = self.client_ip.resolve(headers, peer);
+                Ok(Caller::Ip(ip, self.hasher.ip(ip, self.ipv6_prefix)))
+            }
+            Missing::Reject => Err(IdentityError::Missing { sources: self.describe_sources() }),
+        }
+    }
+
+    /// The client IP by the configured strategy (for allow-lists).
+    pub fn client_ip(&self, headers: &HeaderMap, peer: IpAddr) -> IpAddr {
+        self.client_ip.resolve(headers, peer)
+    }
+
+    fn describe_sources(&self) -> String {
+        self.sources.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", ")
+    }
+
+    fn validate(&self, source: &Source, token: &[u8]) -> Result<(), IdentityError> {
+        if token.len() > self.max_token_length {
+            return Err(IdentityError::TooLong {
+                place: source.to_string(),
+                len: token.len(),
+                max: self.max_token_length,
+            });
+        }
+        let why = if token.is_empty() {
+            "it is empty"
+        } else if !token.iter().all(|b| (0x21..=0x7e).contains(b)) {
+            "it may only contain visible ASCII characters"
+        } else {
+            return Ok(());
+        };
+        Err(IdentityError::Malformed { place: source.to_string(), why })
+    }
+}
+
+/// The raw value a source finds, if any. Non-UTF-8 header values count as malformed tokens,
+/// so they are returned lossily for [`Identity::validate`] to refuse.
+fn find<'a>(
+    source: &Source,
+    headers: &'a HeaderMap,
+    req: &Forwarded<'a>,
+) -> Option<std::borrow::Cow<'a, str>> {
+    use std::borrow::Cow;
+    let header_text = |name: &str| -> Option<Cow<'a, str>> {
+        let v = headers.get(name)?;
+        Some(match v.to_str() {
+            Ok(s) => Cow::Borrowed(s),
+            Err(_) => String::from_utf8_lossy(v.as_bytes()),
+        })
+    };
+    match source {
+        Source::Bearer | Source::Token => {
+            let scheme = if *source == Source::Bearer { "bearer" } else { "token" };
+            match header_text("authorization")? {
+                Cow::Borrowed(v) => after_scheme(v, scheme).map(Cow::Borrowed),
+                Cow::Owned(v) => after_scheme(&v, scheme).map(|t| Cow::Owned(t.to_owned())),
+            }
+        }
+        Source::Header(name) => header_text(name.as_str()).map(|v| match v {
+            Cow::Borrowed(s) => Cow::Borrowed(s.trim()),
+            Cow::Owned(s) => Cow::Owned(s.trim().to_owned()),
+        }),
+        Source::Query(name) => req.query.and_then(|q| {
+            form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == name.as_str()).map(|(_, v)| v)
+        }),
+        Source::Cookie(name) => headers
+            .get_all("cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| cookie::Cookie::split_parse(v).filter_map(Result::ok))
+            .find(|c| c.name() == name)
+            .map(|c| Cow::Owned(c.value().to_owned())),
+        Source::Host => Some(Cow::Borrowed(req.host)),
+    }
+}
+
+/// `Bearer abc` -> `abc` for scheme `bearer` (case-insensitive); `Bearer` alone -> `""`.
+fn after_scheme<'v>(value: &'v str, scheme: &str) -> Option<&'v str> {
+    let value = value.trim();
+    let (given, rest) = value.split_once(' ').unwrap_or((value, ""));
+    given.eq_ignore_ascii_case(scheme).then(|| rest.trim())
+}

@@ -1,0 +1,24 @@
+//! quotagate: a rate-limit service for Traefik's forwardAuth middleware.
+//!
+//! A check reads top to bottom: headers -> [`identity`] -> [`policy`] -> [`limiter`] ->
+//! [`store`] -> decision -> response ([`server`]).
+//!
+//! - [`config`]: TOML -> validated [`config::Config`], every problem at once.
+//! - [`request`]: the forwarded request (method, host, normalised path, query).
+//! - [`identity`]: who is calling: token sources, client IP, keyed hashes and fingerprints.
+//! - [`policy`]: which limits apply: plans, tokens, rules on host/path/method.
+//! - [`limiter`]: the algorithms as pure arithmetic (fixed calendar window, sliding, GCRA).
+//! - [`store`]: the counters and the atomic check-and-count (memory: moka + per-entry locks).
+//! - [`server`]: axum routes, the forwardAuth handler, responses, reload and shutdown.
+//! - [`telemetry`]: logging and Prometheus metrics.
+//! - [`clock`]: the time source, injectable for tests.
+
+pub mod clock;
+pub mod config;
+pub mod identity;
+pub mod limiter;
+pub mod policy;
+pub mod request;
+pub mod server;
+pub mod store;
+pub mod telemetry;

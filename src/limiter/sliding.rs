@@ -1,0 +1,133 @@
+//! Sliding windows, estimated from two fixed windows: `state.at` ends the current window,
+//! `state.count` is its count and `state.previous` the previous window's. A request at `now` sees
+//! `count + ceil(previous * overlap)`, where `overlap` is the share of the previous window that
+//! still lies within one window-length before `now`. Rounding up means the estimate never admits
+//! more than the fixed window would; the estimate assumes the previous window's requests were
+//! spread evenly, so a sliding interval of one window can hold up to `quota + previous *
+//! elapsed/len` requests when they were not. No request is admitted past `quota` in any one
+//! calendar window.
+
+use std::num::NonZeroU32;
+
+use super::{Nanos, State, Verdict, Window};
+
+pub(super) fn roll(window: Window, state: &mut State, now: Nanos) {
+    if now >= state.at {
+        let (start, end) = window.bounds(now);
+        // Only the window right before this one still weighs.
+        let previous = if start == state.at { state.count } else { 0 };
+        *state = State { at: end, count: 0, previous };
+    }
+}
+
+/// `ceil(previous * (end - t) / len)`: the previous window's weight at `t`.
+fn weighted(previous: u32, end: Nanos, len: Nanos, t: Nanos) -> u64 {
+    let num = u128::from(previous) * u128::from(end.saturating_sub(t));
+    u64::try_from(num.div_ceil(u128::from(len.max(1)))).expect("at most `previous`")
+}
+
+pub(super) fn check(requests: NonZeroU32, window: Window, state: &State, now: Nanos) -> Verdict {
+    let quota = requests.get();
+    let end = state.at;
+    let len = window.len_at(now);
+    let used = u64::from(state.count) + weighted(state.previous, end, len, now);
+    let allowed = used < u64::from(quota);
+    let retry_after = if allowed {
+        0
+    } else if state.count < quota {
+        // Within this window, once the previous window's weight has shrunk enough:
+        // ceil(previous * (end - t) / len) <= k  <=>  t >= end - floor(k * len / previous).
+        let k = u128::from(quota - 1 - state.count);
+        let slack = k * u128::from(len) / u128::from(state.previous.max(1));
+        end.saturating_sub(Nanos::try_from(slack).unwrap_or(Nanos::MAX)).saturating_sub(now).max(1)
+    } else {
+        // This window is full: in the next one, this window's count is the weight.
+        let next_end = window.bounds(end).1;
+        let next_len = next_end - end;
+        let k = u128::from(quota - 1);
+        let slack = k * u128::from(next_len) / u128::from(state.count);
+        next_end.saturating_sub(Nanos::try_from(slack).unwrap_or(Nanos::MAX)).saturating_sub(now)
+    };
+    Verdict {
+        allowed,
+        quota,
+        remaining: if allowed { quota - 1 - used as u32 } else { 0 },
+        reset: end.saturating_sub(now),
+        retry_after,
+        window: len,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::limiter::{Algorithm, Limit, State, SECOND};
+    use std::num::NonZeroU32;
+
+    use super::*;
+
+    fn sliding_minute(n: u32) -> Limit {
+        Limit::new(
+            "minute",
+            Algorithm::Sliding { requests: NonZeroU32::new(n).unwrap(), window: Window::Minute },
+        )
+    }
+
+    fn hit(limit: &Limit, state: &mut State, now: Nanos) -> crate::limiter::Verdict {
+        limit.roll(state, now);
+        let v = limit.check(state, now);
+        if v.allowed {
+            limit.record(state, now);
+        }
+        v
+    }
+
+    const T0: Nanos = 1_700_000_040 * SECOND; // a whole minute
+
+    #[test]
+    fn a_full_previous_window_weighs_on_the_next() {
+        let limit = sliding_minute(10);
+        let mut state = State::default();
+        for _ in 0..10 {
+            assert!(hit(&limit, &mut state, T0 + 50 * SECOND).allowed);
+        }
+        // 15 s into the next minute, 45/60 of the previous 10 still count: ceil(7.5) = 8.
+        let now = T0 + 75 * SECOND;
+        let v = hit(&limit, &mut state, now);
+        assert!(v.allowed);
+        assert_eq!(v.remaining, 0);
+        let v = hit(&limit, &mut state, now);
+        assert!(!v.allowed);
+        // With 1 counted, it needs ceil(10 * (end - t) / 60 s) <= 8, i.e. t >= end - 48 s.
+        assert_eq!(v.retry_after, 120 * SECOND - 48 * SECOND - 75 * SECOND);
+        let later = now + v.retry_after;
+        assert!(hit(&limit, &mut state, later).allowed);
+    }
+
+    #[test]
+    fn a_window_two_back_does_not_weigh() {
+        let limit = sliding_minute(3);
+        let mut state = State::default();
+        for _ in 0..3 {
+            hit(&limit, &mut state, T0);
+        }
+        let v = hit(&limit, &mut state, T0 + 120 * SECOND);
+        assert!(v.allowed);
+        assert_eq!(v.remaining, 2);
+    }
+
+    #[test]
+    fn retry_after_a_full_window_points_into_the_next() {
+        let limit = sliding_minute(4);
+        let mut state = State::default();
+        for _ in 0..4 {
+            hit(&limit, &mut state, T0 + 10 * SECOND);
+        }
+        let v = hit(&limit, &mut state, T0 + 20 * SECOND);
+        assert!(!v.allowed);
+        // Next minute: ceil(4 * (end' - t) / 60) <= 3  <=>  t >= end' - 45 s.
+        let allowed_at = T0 + 120 * SECOND - 45 * SECOND;
+        assert_eq!(v.retry_after, allowed_at - (T0 + 20 * SECOND));
+        assert!(!hit(&limit, &mut state, allowed_at - 1).allowed);
+        assert!(hit(&limit, &mut state, allowed_at).allowed);
+    }
+}

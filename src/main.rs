@@ -1,0 +1,98 @@
+//! The `quotagate` binary: command line -> config -> telemetry -> server.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use quotagate::config::Config;
+use quotagate::{clock::Clock, server, telemetry};
+
+const EXAMPLES: &str = "\
+Examples:
+  quotagate                                  serve the embedded default (10 requests/minute per token)
+  quotagate serve --config quotagate.toml    serve with a config file (reloaded on SIGHUP and on change)
+  quotagate check-config quotagate.toml      validate a config and print a summary
+  quotagate healthcheck --url http://127.0.0.1:8080/healthz
+
+Environment: QUOTAGATE_CONFIG, QUOTAGATE_LISTEN, QUOTAGATE_LOG (e.g. info, quotagate=debug),
+QUOTAGATE_LOG_FORMAT (pretty | json).";
+
+/// A rate-limit service for Traefik's forwardAuth middleware.
+#[derive(Parser)]
+#[command(version, about, after_help = EXAMPLES, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: Serve,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve forwardAuth checks (the default).
+    Serve(Serve),
+    /// Validate a config file: print a summary, or every problem and exit 1.
+    CheckConfig { file: PathBuf },
+    /// Exit 0 if the service's /healthz answers 200 (for container health checks).
+    Healthcheck {
+        #[arg(long, default_value = "http://127.0.0.1:8080/healthz")]
+        url: String,
+    },
+}
+
+#[derive(Args, Default)]
+struct Serve {
+    /// Config file; the embedded default if absent.
+    #[arg(long, env = "QUOTAGATE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Listen address, overriding server.listen.
+    #[arg(long, env = "QUOTAGATE_LISTEN")]
+    listen: Option<SocketAddr>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Some(Command::CheckConfig { file }) => check_config(&file),
+        Some(Command::Healthcheck { url }) => {
+            runtime().block_on(server::healthcheck(&url)).map_err(anyhow::Error::msg)
+        }
+        Some(Command::Serve(args)) => serve(args),
+        None => serve(cli.serve),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
+    let config = Config::load(file)?;
+    println!("ok: {}", config.summary());
+    Ok(())
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a tokio runtime can start")
+}
+
+fn serve(args: Serve) -> anyhow::Result<()> {
+    let mut config = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => Config::embedded(),
+    };
+    if let Some(listen) = args.listen {
+        config.server.listen = listen;
+    }
+    let log = std::env::var("QUOTAGATE_LOG").unwrap_or_else(|_| "info".into());
+    let format = std::env::var("QUOTAGATE_LOG_FORMAT").unwrap_or_else(|_| "pretty".into());
+    let format =
+        telemetry::LogFormat::parse(&format).context("QUOTAGATE_LOG_FORMAT must be pretty or json")?;
+    telemetry::init(&log, format).map_err(anyhow::Error::msg)?;
+    runtime().block_on(server::serve(config, args.config, Clock::System))
+}

@@ -1,0 +1,210 @@
+//! Which limits apply to a request: the caller's plan (from the token map, a trusted plan
+//! header, or the defaults) and the rules matching the forwarded host, path and method.
+//!
+//! Counters are kept per (scope, caller): scope [`PLAN_SCOPE`] holds the plan's own limits, and
+//! each rule has a scope of its own derived from its name, so reloading a config that keeps a
+//! rule's name keeps its counters. How counters are stored is `store`'s business.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use globset::GlobMatcher;
+use http::HeaderMap;
+use ipnet::IpNet;
+use smallvec::SmallVec;
+
+use crate::identity::{Caller, Key};
+use crate::limiter::Limit;
+use crate::request::Forwarded;
+
+/// The scope of a plan's own limits.
+pub const PLAN_SCOPE: u32 = 0;
+
+/// Index of a plan in [`Policy::plans`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PlanId(pub u16);
+
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub name: Arc<str>,
+    pub unlimited: bool,
+    pub limits: Vec<Limit>,
+}
+
+/// How a rule matches a path.
+#[derive(Clone, Debug)]
+pub enum PathMatch {
+    Any,
+    /// A prefix that matches whole segments: `/docs` matches `/docs` and `/docs/x`, not `/docsx`.
+    Prefix(String),
+    Glob(GlobMatcher),
+}
+
+/// How a rule matches a host.
+#[derive(Clone, Debug)]
+pub enum HostMatch {
+    Any,
+    /// Lowercase; compared case-insensitively.
+    Exact(String),
+    /// `*.example.com` style, lowercase.
+    Glob(GlobMatcher),
+}
+
+#[derive(Clone, Debug)]
+pub struct Rule {
+    pub name: Arc<str>,
+    pub scope: u32,
+    pub host: HostMatch,
+    pub path: PathMatch,
+    /// Uppercase method names; empty matches any.
+    pub methods: Vec<String>,
+    pub exempt: bool,
+    pub dry_run: bool,
+    /// Limits by plan index; `None` uses `any_plan`.
+    pub per_plan: Vec<Option<Vec<Limit>>>,
+    /// Limits for plans without their own entry (`limits."*"`).
+    pub any_plan: Vec<Limit>,
+}
+
+impl Rule {
+    pub fn matches(&self, req: &Forwarded<'_>) -> bool {
+        let host_ok = match &self.host {
+            HostMatch::Any => true,
+            HostMatch::Exact(h) => req.host.eq_ignore_ascii_case(h),
+            HostMatch::Glob(g) => g.is_match(req.host.to_ascii_lowercase()),
+        };
+        let method_ok =
+            self.methods.is_empty() || self.methods.iter().any(|m| m.eq_ignore_ascii_case(req.method));
+        let path_ok = match &self.path {
+            PathMatch::Any => true,
+            PathMatch::Prefix(p) => {
+                req.path.starts_with(p.as_str())
+                    && (p.ends_with('/') || req.path.len() == p.len() || req.path.as_bytes()[p.len()] == b'/')
+            }
+            PathMatch::Glob(g) => g.is_match(req.path.as_ref()),
+        };
+        host_ok && method_ok && path_ok
+    }
+
+    fn limits_for(&self, plan: PlanId) -> &[Limit] {
+        match self.per_plan.get(usize::from(plan.0)) {
+            Some(Some(limits)) => limits,
+            _ => &self.any_plan,
+        }
+    }
+}
+
+/// What unknown tokens get.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnknownTokens {
+    Plan(PlanId),
+    Reject,
+}
+
+/// The validated policy. Built by `config`; swapped whole on reload.
+#[derive(Clone, Debug)]
+pub struct Policy {
+    pub plans: Vec<Plan>,
+    /// Token hashes to plans; tokens themselves are not kept.
+    pub tokens: HashMap<Key, PlanId>,
+    pub unknown_tokens: UnknownTokens,
+    /// The plan of callers identified by IP or host.
+    pub anonymous: PlanId,
+    pub default_plan: PlanId,
+    /// A header naming the plan, set by an earlier middleware and trusted only when configured.
+    pub plan_header: Option<http::HeaderName>,
+    pub rules: Vec<Rule>,
+    /// Client networks never limited.
+    pub allow: Vec<IpNet>,
+    pub count_denied: bool,
+    pub dry_run: bool,
+}
+
+/// Why a caller gets no plan.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PolicyError {
+    #[error("unknown API token")]
+    UnknownToken,
+}
+
+/// The limits that apply to one request, scope by scope.
+#[derive(Debug)]
+pub struct Applicable<'p> {
+    /// The exempting rule, if any matched: nothing is checked or counted.
+    pub exempt: Option<&'p Rule>,
+    /// Decide and report, but let the request through.
+    pub dry_run: bool,
+    /// Sorted by scope id, which is also the order stores lock entries in.
+    pub scopes: SmallVec<[Scope<'p>; 4]>,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Scope<'p> {
+    pub id: u32,
+    /// `None` for the plan's own limits.
+    pub rule: Option<&'p Rule>,
+    pub limits: &'p [Limit],
+}
+
+impl Policy {
+    pub fn plan(&self, id: PlanId) -> &Plan {
+        &self.plans[usize::from(id.0)]
+    }
+
+    pub fn plan_named(&self, name: &str) -> Option<PlanId> {
+        self.plans.iter().position(|p| &*p.name == name).map(|i| PlanId(i as u16))
+    }
+
+    pub fn is_allowed_ip(&self, ip: std::net::IpAddr) -> bool {
+        self.allow.iter().any(|n| n.contains(&ip))
+    }
+
+    /// The caller's plan: the trusted plan header if it names a plan, else the token map, else
+    /// the defaults.
+    pub fn plan_of(&self, caller: &Caller, headers: &HeaderMap) -> Result<PlanId, PolicyError> {
+        if let Some(name) = &self.plan_header {
+            let named =
+                headers.get(name).and_then(|v| v.to_str().ok()).and_then(|v| self.plan_named(v.trim()));
+            if let Some(plan) = named {
+                return Ok(plan);
+            }
+        }
+        match caller {
+            Caller::Token(key) => match self.tokens.get(key) {
+                Some(plan) => Ok(*plan),
+                None => match self.unknown_tokens {
+                    UnknownTokens::Plan(plan) => Ok(plan),
+                    UnknownTokens::Reject => Err(PolicyError::UnknownToken),
+                },
+            },
+            Caller::Host(_) => Ok(self.default_plan),
+            Caller::Ip(..) => Ok(self.anonymous),
+        }
+    }
+
+    /// The limits that apply to `req` for a caller on `plan`.
+    pub fn applicable<'p>(&'p self, plan: PlanId, req: &Forwarded<'_>) -> Applicable<'p> {
+        let mut out = Applicable { exempt: None, dry_run: self.dry_run, scopes: SmallVec::new() };
+        let p = self.plan(plan);
+        if p.unlimited {
+            return out;
+        }
+        if !p.limits.is_empty() {
+            out.scopes.push(Scope { id: PLAN_SCOPE, rule: None, limits: &p.limits });
+        }
+        for rule in self.rules.iter().filter(|r| r.matches(req)) {
+            if rule.exempt {
+                out.exempt = Some(rule);
+                out.scopes.clear();
+                return out;
+            }
+            out.dry_run |= rule.dry_run;
+            let limits = rule.limits_for(plan);
+            if !limits.is_empty() {
+                out.scopes.push(Scope { id: rule.scope, rule: Some(rule), limits });
+            }
+        }
+        out.scopes.sort_by_key(|s| s.id);
+        out
+    }
+}

@@ -1,0 +1,106 @@
+//! The forwardAuth handler: one check, top to bottom. The clock is read once, here.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use smallvec::SmallVec;
+
+use super::response::{self, Report};
+use super::AppState;
+use crate::config::Config;
+use crate::request::Forwarded;
+use crate::store::{Counting, Scoped};
+use crate::telemetry::Outcome;
+
+/// `"-"`: the plan or rule label when none applies.
+fn none() -> Arc<str> {
+    thread_local! { static NONE: Arc<str> = Arc::from("-"); }
+    NONE.with(Arc::clone)
+}
+
+/// Answers one forwardAuth check.
+pub async fn check(State(state): State<AppState>, req: Request) -> Response {
+    let started = Instant::now();
+    let (parts, _body) = req.into_parts();
+    let peer = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |ConnectInfo(a)| a.ip());
+    let uri = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let forwarded = Forwarded::from_headers(&parts.headers, parts.method.as_str(), uri);
+    let config = state.config.load();
+    let response = decide(&state, &config, &parts.headers, &forwarded, peer);
+    state.metrics.check_took(started.elapsed());
+    response
+}
+
+fn decide(
+    state: &AppState,
+    config: &Config,
+    headers: &HeaderMap,
+    req: &Forwarded<'_>,
+    peer: IpAddr,
+) -> Response {
+    let policy = &config.policy;
+    if !policy.allow.is_empty() {
+        let ip = config.identity.client_ip(headers, peer);
+        if policy.is_allowed_ip(ip) {
+            state.metrics.decision(Outcome::allow_listed, &none(), &none());
+            return response::pass(None, None);
+        }
+    }
+    let caller = match config.identity.identify(headers, req, peer) {
+        Ok(caller) => caller,
+        Err(e) => {
+            tracing::debug!(error = %e, "request not identified");
+            state.metrics.decision(Outcome::rejected, &none(), &none());
+            return response::unidentified(&e);
+        }
+    };
+    let plan_id = match policy.plan_of(&caller, headers) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::debug!(%caller, error = %e, "token rejected");
+            state.metrics.decision(Outcome::rejected, &none(), &none());
+            return response::unknown_token(&caller);
+        }
+    };
+    let plan = policy.plan(plan_id);
+    let applicable = policy.applicable(plan_id, req);
+    if let Some(rule) = applicable.exempt {
+        state.metrics.decision(Outcome::exempt, &plan.name, &rule.name);
+        return response::pass(Some(&plan.name), Some(&caller));
+    }
+    if applicable.scopes.is_empty() {
+        state.metrics.decision(Outcome::unlimited, &plan.name, &none());
+        return response::pass(Some(&plan.name), Some(&caller));
+    }
+
+    let scoped: SmallVec<[Scoped<'_>; 4]> =
+        applicable.scopes.iter().map(|s| Scoped { scope: s.id, limits: s.limits }).collect();
+    let counting = if policy.count_denied { Counting::Everything } else { Counting::AllowedOnly };
+    let now = state.clock.now();
+    let decision = state.store.check(caller.key(), &scoped, now, counting);
+    let report =
+        Report { plan: &plan.name, caller: &caller, scopes: &applicable.scopes, decision: &decision };
+
+    if decision.allowed {
+        let rule = applicable.scopes.iter().find_map(|s| s.rule).map_or_else(none, |r| r.name.clone());
+        state.metrics.decision(Outcome::allowed, &plan.name, &rule);
+        tracing::trace!(%caller, plan = %plan.name, "allowed");
+        return response::allowed(&report);
+    }
+    let rule = report.denying_rule().map_or_else(none, |r| r.name.clone());
+    if applicable.dry_run {
+        state.metrics.decision(Outcome::dry_run_denied, &plan.name, &rule);
+        tracing::debug!(%caller, plan = %plan.name, %rule, limits = %report.violated_names(), "would deny (dry run)");
+        return response::allowed(&report);
+    }
+    state.metrics.decision(Outcome::denied, &plan.name, &rule);
+    tracing::debug!(%caller, plan = %plan.name, %rule, limits = %report.violated_names(), "denied");
+    response::denied(&report)
+}

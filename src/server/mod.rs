@@ -1,0 +1,209 @@
+//! The HTTP side: axum routes, the forwardAuth handler ([`check`]), responses ([`response`],
+//! the only place that knows statuses and headers), config reload ([`reload`]) and graceful
+//! shutdown. Only this module imports axum.
+
+pub mod check;
+pub mod reload;
+pub mod response;
+
+use std::future::{Future, IntoFuture};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::clock::Clock;
+use crate::config::{Config, StoreConfig};
+use crate::store::{Memory, Store};
+use crate::telemetry::Metrics;
+
+/// Shared state of a running service; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct AppState(Arc<Inner>);
+
+#[derive(Debug)]
+pub struct Inner {
+    pub config: ArcSwap<Config>,
+    pub store: Store,
+    pub clock: Clock,
+    pub metrics: Metrics,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl AppState {
+    /// State for `config`, with its store built empty.
+    pub fn new(config: Config, clock: Clock) -> AppState {
+        let store = match config.store {
+            StoreConfig::Memory { max_keys } => Store::Memory(Memory::new(max_keys)),
+        };
+        AppState(Arc::new(Inner {
+            config: ArcSwap::from_pointee(config),
+            store,
+            clock,
+            metrics: Metrics::new(),
+        }))
+    }
+}
+
+/// The reserved paths: health, readiness and metrics.
+fn admin_routes() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+}
+
+/// The router: every path and method not reserved is a forwardAuth check. With
+/// `admin = false` the reserved paths are left out (they are served on `server.admin_listen`).
+pub fn router(state: AppState, admin: bool) -> Router {
+    let base = if admin { admin_routes() } else { Router::new() };
+    base.fallback(check::check).with_state(state)
+}
+
+/// The router for `server.admin_listen`: reserved paths only.
+pub fn admin_router(state: AppState) -> Router {
+    admin_routes().with_state(state)
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    if state.store.is_ready() {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "store unavailable\n")
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let body = state.metrics.render(state.store.live_keys());
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body)
+}
+
+/// Serves checks on `listener` (and the reserved paths on `admin`, if given) until `shutdown`
+/// completes, then lets in-flight checks finish for at most `grace`.
+pub async fn run(
+    state: AppState,
+    listener: TcpListener,
+    admin: Option<TcpListener>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: Duration,
+) -> std::io::Result<()> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+
+    let main_app = router(state.clone(), admin.is_none()).into_make_service_with_connect_info::<SocketAddr>();
+    let main = axum::serve(listener, main_app).with_graceful_shutdown(stopped(stop_rx.clone()));
+    let admin = admin.map(|l| {
+        let app = admin_router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+        tokio::spawn(axum::serve(l, app).with_graceful_shutdown(stopped(stop_rx.clone())).into_future())
+    });
+
+    let deadline = {
+        let rx = stop_rx.clone();
+        async move {
+            stopped(rx).await;
+            tokio::time::sleep(grace).await;
+        }
+    };
+    tokio::select! {
+        r = main => r?,
+        () = deadline => tracing::warn!(?grace, "shutdown grace period over; dropping open connections"),
+    }
+    if let Some(task) = admin {
+        task.abort();
+    }
+    Ok(())
+}
+
+/// `quotagate healthcheck`: true if `url` (`http://host:port/path`) answers 200 within 2 s.
+/// A scratch image has no curl, so this is a minimal HTTP/1.0 client.
+pub async fn healthcheck(url: &str) -> Result<(), String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("unsupported URL {url:?} (expected http://HOST:PORT/PATH)"))?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/healthz"),
+    };
+    let attempt = async {
+        let mut stream = tokio::net::TcpStream::connect(authority)
+            .await
+            .map_err(|e| format!("cannot connect to {authority}: {e}"))?;
+        let request = format!("GET {path} HTTP/1.0\r\nHost: {authority}\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.map_err(|e| e.to_string())?;
+        let mut head = vec![0u8; 64];
+        let n = stream.read(&mut head).await.map_err(|e| e.to_string())?;
+        let status_line = String::from_utf8_lossy(&head[..n]);
+        match status_line.split_whitespace().nth(1) {
+            Some("200") => Ok(()),
+            Some(code) => Err(format!("{url} answered {code}")),
+            None => Err(format!("{url} gave no HTTP answer")),
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(2), attempt)
+        .await
+        .map_err(|_| format!("{url} did not answer within 2s"))?
+}
+
+/// Runs the service for `config` until SIGTERM or SIGINT: binds its listeners, watches `path`
+/// (if any) for reloads, and shuts down gracefully.
+pub async fn serve(config: Config, path: Option<std::path::PathBuf>, clock: Clock) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let listen = config.server.listen;
+    let admin_addr = config.server.admin_listen;
+    let grace = config.server.shutdown_timeout;
+    let listener = TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+    let admin = match admin_addr {
+        Some(a) => Some(TcpListener::bind(a).await.with_context(|| format!("cannot listen on {a}"))?),
+        None => None,
+    };
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        listen = %listener.local_addr()?,
+        admin = ?admin_addr,
+        summary = %config.summary(),
+        "quotagate started"
+    );
+    let state = AppState::new(config, clock);
+    if let Some(path) = path {
+        tokio::spawn(reload::watch(state.clone(), path));
+    }
+    run(state, listener, admin, shutdown_signal(), grace).await?;
+    tracing::info!("quotagate stopped");
+    Ok(())
+}
+
+/// Completes on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM can be handled");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT can be handled");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: finishing in-flight checks"),
+        _ = int.recv() => tracing::info!("SIGINT: finishing in-flight checks"),
+    }
+}
