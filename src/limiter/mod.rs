@@ -127,6 +127,18 @@ impl Limit {
         }
     }
 
+    /// The verdict of an allowed request that was then not counted (another limit denied it):
+    /// one more remains, and the reset is as before.
+    pub fn uncounted(&self, mut v: Verdict) -> Verdict {
+        if v.allowed {
+            v.remaining = v.remaining.saturating_add(1).min(v.quota);
+            if let Algorithm::Gcra { emission, .. } = self.algorithm {
+                v.reset = v.reset.saturating_sub(emission);
+            }
+        }
+        v
+    }
+
     /// When this state stops mattering: after that instant a fresh state behaves the same.
     /// Stores use it as the entry's expiry.
     pub fn expires(&self, state: &State) -> Nanos {

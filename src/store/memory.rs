@@ -127,6 +127,11 @@ impl Memory {
                     limit.record(state, now);
                 }
             }
+        } else {
+            for j in &mut decision.verdicts {
+                let limit = &scopes[usize::from(j.scope)].limits[usize::from(j.limit)];
+                j.verdict = limit.uncounted(j.verdict);
+            }
         }
         for ((scope, states), entry) in scopes.iter().zip(guards.iter()).zip(&entries) {
             let expires = scope

@@ -1,0 +1,185 @@
+//! Config validation: every example config passes, and each bad input gets its exact message.
+
+use std::path::Path;
+
+use quotagate::config::Config;
+
+const BASE: &str = r#"
+[plans.free]
+limits = [{ requests = 10, per = "minute" }]
+"#;
+
+fn problems(text: &str) -> Vec<String> {
+    match Config::parse(text, "test.toml", None) {
+        Ok(_) => vec![],
+        Err(e) => e.problems(),
+    }
+}
+
+#[test]
+fn every_example_config_is_valid() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            if let Err(e) = Config::load(&path) {
+                panic!("{e}");
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 3, "expected the example configs in {}", dir.display());
+}
+
+#[test]
+fn the_embedded_default_gives_ten_requests_a_minute() {
+    let config = Config::embedded();
+    let free = config.policy.plan(config.policy.default_plan);
+    assert_eq!(&*free.name, "free");
+    assert_eq!(free.limits.len(), 1);
+    assert_eq!(free.limits[0].quota(), 10);
+    assert_eq!(config.server.listen.to_string(), "0.0.0.0:8080");
+}
+
+#[test]
+fn bad_inputs_get_exact_messages() {
+    let table: &[(&str, &[&str])] = &[
+        (
+            r#"[plans.free]
+limits = [{ requests = 10, per = "minute" }, { requests = 0, per = "day" }]"#,
+            &["plans.free.limits[1].requests: must be greater than 0 (got 0)"],
+        ),
+        (
+            r#"[plans.free]
+limits = [{ requests = 10, per = "fortnight" }]"#,
+            &[r#"plans.free.limits[0].per: unknown window "fortnight" (expected second, minute, hour, day, week, month or whole seconds like "15m")"#],
+        ),
+        (
+            r#"[plans.free]
+limits = [{ requests = 10, per = "minute", algorithm = "leaky" }]"#,
+            &[r#"plans.free.limits[0].algorithm: unknown algorithm "leaky" (expected "fixed" or "sliding")"#],
+        ),
+        (
+            r#"[plans.free]
+limits = [{ requests = 10, average = 5 }]"#,
+            &[r#"plans.free.limits[0]: mixes window keys and bucket keys (a limit is { requests, per } (with algorithm = "fixed" or "sliding") or { average, period, burst })"#],
+        ),
+        (
+            r#"[plans.free]
+limits = [{ average = 0, period = "soon", burst = -1 }]"#,
+            &[
+                "plans.free.limits[0].average: must be greater than 0 (got 0)",
+                r#"plans.free.limits[0].period: invalid duration "soon" (expected e.g. "30s", "1m", "2h")"#,
+                "plans.free.limits[0].burst: must be greater than 0 (got -1)",
+            ],
+        ),
+        (
+            r#"[plans.free]
+limits = [{ requests = 5000000000, per = "month" }]"#,
+            &["plans.free.limits[0].requests: must be at most 4294967295 (got 5000000000)"],
+        ),
+        (
+            r#"[plans.free]
+limits = [{ requests = 10, per = "minute" }, { requests = 20, per = "60s" }]"#,
+            &[r#"plans.free.limits[1]: has the same window as limit "minute" in this list (merge them)"#],
+        ),
+        (
+            "[plans.free]\nunlimited = false",
+            &["plans.free: has no limits (add limits, or set unlimited = true)"],
+        ),
+        (
+            "[defaults]\nplan = \"gold\"\n[plans.free]\nlimits = [{ requests = 1, per = \"second\" }]",
+            &[r#"defaults.plan: unknown plan "gold" (known: "free")"#],
+        ),
+        (
+            "[server]\nlisen = \"0.0.0.0:80\"\nlisten = \"nowhere\"\n[plans.free]\nlimits = [{ requests = 1, per = \"second\" }]\n[store]\nkinds = 1",
+            &[
+                "server.lisen: unknown key",
+                "store.kinds: unknown key",
+                r#"server.listen: invalid address "nowhere" (expected IP:PORT, e.g. "0.0.0.0:8080")"#,
+            ],
+        ),
+        (
+            "[identity]\nsources = [\"bearer\", \"jwt\", \"header:\"]\nmissing = \"ip\"\n[plans.free]\nlimits = [{ requests = 1, per = \"second\" }]",
+            &[
+                r#"identity.sources[1]: unknown source "jwt" (expected "bearer", "token", "header:NAME", "query:NAME", "cookie:NAME" or "host")"#,
+                r#"identity.sources[2]: unknown source "header:" (expected "bearer", "token", "header:NAME", "query:NAME", "cookie:NAME" or "host")"#,
+                r#"identity.missing: "ip" limits callers without a token under plan "anonymous", which is not defined (known: "free")"#,
+            ],
+        ),
+        (
+            "[identity]\nhash_key = \"short\"\n[identity.client_ip]\ndepth = 1\nexcluded = [\"10.0.0.0/8\"]\n[plans.free]\nlimits = [{ requests = 1, per = \"second\" }]",
+            &[
+                "identity.client_ip: set either depth or excluded, not both (as in Traefik's ipStrategy)",
+                "identity.hash_key: must be at least 16 bytes long (got 5 bytes)",
+            ],
+        ),
+        (
+            "[identity]\nallow_ips = [\"10.0.0.0/33\"]\n[plans.free]\nlimits = [{ requests = 1, per = \"second\" }]",
+            &[r#"identity.allow_ips[0]: invalid network "10.0.0.0/33" (expected an IP or CIDR, e.g. "10.0.0.0/8")"#],
+        ),
+        (
+            "[plans.free]\nlimits = [{ requests = 1, per = \"second\" }]\n[tokens]\n\"secret-token-1\" = \"gold\"",
+            &[r#"tokens[fingerprint 043e5ccb]: unknown plan "gold" (known: "free")"#],
+        ),
+        (
+            "[plans.free]\nlimits = [{ requests = 1, per = \"second\" }]\n[[rules]]\npath_prefix = \"api\"\n[[rules]]\nname = \"x\"\npath_prefix = \"api\"\nmethods = [\"P0ST\"]\nlimits.gold = [{ requests = 1, per = \"second\" }]\n[[rules]]\nname = \"x\"\nexempt = true\nlimits.free = [{ requests = 1, per = \"second\" }]",
+            &[
+                "rules[0].name: missing (every rule needs a name: its counters are kept under it)",
+                "rules[1].path_prefix: must start with '/' (got \"api\")",
+                "rules[1].methods[0]: invalid method \"P0ST\"",
+                r#"rules[1].limits.gold: unknown plan "gold" (known: "free", or "*" for any plan)"#,
+                r#"rules[2].name: "x" is used by an earlier rule"#,
+                "rules[2].limits: an exempt rule has no limits (remove limits or exempt)",
+            ],
+        ),
+        (
+            "[plans.free]\nlimits = [{ requests = 1, per = \"second\" }]\n[store]\nkind = \"etcd\"\nmax_keys = 0",
+            &["store.max_keys: must be greater than 0 (got 0)", r#"store.kind: unknown store "etcd" (expected "memory")"#],
+        ),
+    ];
+    for (text, expected) in table {
+        let got = problems(text);
+        assert_eq!(got, *expected, "for config:\n{text}");
+    }
+}
+
+#[test]
+fn all_problems_are_reported_at_once_with_the_file_name() {
+    let err = Config::parse(
+        "[plans.free]\nlimits = [{ requests = 0, per = \"minute\" }, { requests = 1, per = \"eon\" }]",
+        "config/bad.toml",
+        None,
+    )
+    .unwrap_err();
+    let text = err.to_string();
+    assert!(text.starts_with("invalid config config/bad.toml\n  plans.free.limits[0].requests: must be greater than 0 (got 0)\n  plans.free.limits[1].per: unknown window"), "{text}");
+}
+
+#[test]
+fn syntax_errors_give_a_position_but_not_the_line() {
+    let err =
+        Config::parse(&format!("{BASE}[tokens]\nsecret-token-xyz = pro\n"), "t.toml", None).unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("line 5, column"), "{text}");
+    assert!(!text.contains("secret-token-xyz"), "a token leaked into: {text}");
+}
+
+#[test]
+fn tokens_never_appear_in_messages() {
+    let err = Config::parse(&format!("{BASE}[tokens]\n\"my secret token\" = \"nope\"\n"), "t.toml", None)
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(!text.contains("my secret token"), "{text}");
+    assert!(text.contains("could never be presented"), "{text}");
+}
+
+#[test]
+fn a_missing_file_is_a_clear_error() {
+    let err = Config::load(Path::new("/nonexistent/quotagate.toml")).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "cannot read /nonexistent/quotagate.toml: No such file or directory (os error 2)"
+    );
+}

@@ -1,0 +1,455 @@
+//! The forwardAuth contract over HTTP: statuses, headers and bodies, with a manual clock.
+//! Requests go through the real router (`oneshot`); one test uses a real socket.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{HeaderMap, Request, StatusCode};
+use http_body_util::BodyExt;
+use quotagate::clock::Clock;
+use quotagate::config::Config;
+use quotagate::limiter::{Nanos, SECOND};
+use quotagate::server::{self, AppState};
+use tower::ServiceExt;
+
+/// 2026-11-23 19:05:00 UTC: a whole minute.
+const T0: Nanos = 1_795_460_700 * SECOND;
+
+const CONTRACT: &str = include_str!("../config/contract.toml");
+
+struct Harness {
+    state: AppState,
+    clock: Clock,
+}
+
+struct Answer {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: String,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .map(|v| v.to_str().unwrap())
+            .unwrap_or_else(|| panic!("no {name} header in {:?}", self.headers))
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap()
+    }
+}
+
+impl Harness {
+    fn new(config: &str) -> Harness {
+        Harness::at(config, T0)
+    }
+
+    fn at(config: &str, now: Nanos) -> Harness {
+        let config = Config::parse(config, "test.toml", None).unwrap_or_else(|e| panic!("{e}"));
+        let clock = Clock::manual(now);
+        Harness { state: AppState::new(config, clock.clone()), clock }
+    }
+
+    async fn send(&self, req: Request<Body>) -> Answer {
+        let res = server::router(self.state.clone(), true).oneshot(req).await.unwrap();
+        let status = res.status();
+        let headers = res.headers().clone();
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        Answer { status, headers, body: String::from_utf8(body.to_vec()).unwrap() }
+    }
+
+    /// A forwardAuth check as Traefik sends it, with `headers` added.
+    async fn check(&self, method: &str, uri: &str, headers: &[(&str, &str)]) -> Answer {
+        let mut req = Request::get("/")
+            .header("x-forwarded-method", method)
+            .header("x-forwarded-proto", "https")
+            .header("x-forwarded-host", "api.example.com")
+            .header("x-forwarded-uri", uri)
+            .header("x-forwarded-for", "203.0.113.7");
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        self.send(req.body(Body::empty()).unwrap()).await
+    }
+
+    async fn bearer(&self, token: &str) -> Answer {
+        self.check("GET", "/api/items", &[("authorization", &format!("Bearer {token}"))]).await
+    }
+
+    async fn get(&self, path: &str) -> Answer {
+        self.send(Request::get(path).body(Body::empty()).unwrap()).await
+    }
+}
+
+#[tokio::test]
+async fn denies_the_eleventh_request_in_a_minute() {
+    let h = Harness::new(CONTRACT);
+    h.clock.advance(Duration::from_millis(18_300));
+    for i in 0..10u32 {
+        let a = h.bearer("demo").await;
+        assert_eq!(a.status, StatusCode::OK, "request {i}");
+        assert!(a.body.is_empty());
+        assert_eq!(a.header("x-ratelimit-limit"), "10");
+        assert_eq!(a.header("x-ratelimit-remaining"), (9 - i).to_string());
+        assert_eq!(a.header("x-ratelimit-reset"), "42");
+        assert_eq!(a.header("x-quotagate-plan"), "free");
+        assert!(a.header("x-quotagate-identity").starts_with("tok:"));
+    }
+    let a = h.bearer("demo").await;
+    assert_eq!(a.status, StatusCode::TOO_MANY_REQUESTS);
+    // 41.7 s remain in the minute: Retry-After rounds up, never earlier than the real wait.
+    assert_eq!(a.header("retry-after"), "42");
+    assert_eq!(a.header("ratelimit-policy"), r#""minute";q=10;w=60, "day";q=1000;w=86400"#);
+    assert_eq!(a.header("ratelimit"), r#""minute";r=0;t=42, "day";r=990;t=17682"#);
+    assert_eq!(a.header("x-ratelimit-limit"), "10");
+    assert_eq!(a.header("x-ratelimit-remaining"), "0");
+    assert_eq!(a.header("content-type"), "application/problem+json");
+    let body = a.json();
+    assert_eq!(body["status"], 429);
+    assert_eq!(body["plan"], "free");
+    assert_eq!(body["violated"][0]["name"], "minute");
+    assert_eq!(body["violated"].as_array().unwrap().len(), 1);
+    assert_eq!(body["retry_after_seconds"], 42);
+
+    // The fingerprint is not the token.
+    assert!(!a.headers.iter().any(|(_, v)| v.to_str().unwrap().contains("demo")));
+
+    h.clock.advance(Duration::from_millis(41_700));
+    assert_eq!(h.bearer("demo").await.status, StatusCode::OK, "a new minute");
+}
+
+#[tokio::test]
+async fn denied_requests_do_not_use_up_quota() {
+    let h = Harness::new(CONTRACT);
+    for _ in 0..10 {
+        h.bearer("demo").await;
+    }
+    for _ in 0..50 {
+        assert_eq!(h.bearer("demo").await.status, StatusCode::TOO_MANY_REQUESTS);
+    }
+    h.clock.advance(Duration::from_secs(60));
+    let a = h.bearer("demo").await;
+    // The day limit counted 10, not 60: the most constrained limit is the minute one.
+    assert_eq!(a.header("x-ratelimit-remaining"), "9");
+    let h2 = Harness::new(&CONTRACT.replace("plan = \"free\"", "plan = \"free\"\ncount_denied = true"));
+    for _ in 0..1000 {
+        h2.bearer("demo").await;
+    }
+    h2.clock.advance(Duration::from_secs(60));
+    let a = h2.bearer("demo").await;
+    assert_eq!(a.status, StatusCode::TOO_MANY_REQUESTS, "count_denied: 1000 counted in the day");
+    assert_eq!(a.json()["violated"][0]["name"], "day");
+}
+
+#[tokio::test]
+async fn a_monthly_quota_resets_on_the_first_at_midnight_utc() {
+    let config = "[plans.free]\nlimits = [{ requests = 2, per = \"month\" }]";
+    // 2028-02-29 23:59:59 UTC, a leap day.
+    let h = Harness::at(config, 1_835_481_599 * SECOND);
+    assert_eq!(h.bearer("t").await.status, StatusCode::OK);
+    assert_eq!(h.bearer("t").await.status, StatusCode::OK);
+    let a = h.bearer("t").await;
+    assert_eq!(a.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(a.header("retry-after"), "1");
+    assert_eq!(a.header("ratelimit-policy"), r#""month";q=2;w=2505600"#, "29 days");
+    h.clock.advance(Duration::from_secs(1));
+    assert_eq!(h.bearer("t").await.status, StatusCode::OK, "1 March");
+}
+
+#[tokio::test]
+async fn the_token_bucket_has_traefik_semantics() {
+    let h = Harness::new(CONTRACT);
+    let t = "burst-tok";
+    let config = CONTRACT.replace(
+        "\"ops-token-9\" = \"internal\"",
+        "\"ops-token-9\" = \"internal\"\n\"burst-tok\" = \"burst\"",
+    );
+    let h = Harness { state: Harness::new(&config).state, ..h };
+    let h = Harness { clock: h.state.clock.clone(), state: h.state };
+    for i in 0..50 {
+        assert_eq!(h.bearer(t).await.status, StatusCode::OK, "burst request {i}");
+    }
+    let a = h.bearer(t).await;
+    assert_eq!(a.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(a.header("retry-after"), "1", "10 ms, rounded up to a whole second");
+    assert_eq!(a.header("ratelimit-policy"), r#""bucket";q=50;w=1"#);
+    h.clock.advance(Duration::from_millis(10));
+    assert_eq!(h.bearer(t).await.status, StatusCode::OK, "one token back after 10 ms");
+}
+
+#[tokio::test]
+async fn missing_and_bad_tokens_get_clear_answers() {
+    let h = Harness::new(CONTRACT);
+    let a = h.check("GET", "/api/items", &[]).await;
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(a.header("www-authenticate"), "Bearer realm=\"api\"");
+    assert_eq!(a.header("content-type"), "application/problem+json");
+    assert_eq!(
+        a.json()["detail"],
+        "no API token found (looked in bearer, token, header:x-api-key, query:api_key)"
+    );
+
+    let long = "x".repeat(257);
+    let a = h.bearer(&long).await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    assert_eq!(a.json()["detail"], "the token in bearer is 257 bytes long (at most 256 allowed)");
+    assert!(!a.body.contains(&long));
+
+    let a = h.check("GET", "/", &[("authorization", "Bearer ")]).await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    assert_eq!(a.json()["detail"], "the token in bearer is malformed: it is empty");
+
+    let a = h.check("GET", "/", &[("x-api-key", "tok\ten")]).await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+
+    // Bytes that are not UTF-8 at all.
+    let req = Request::get("/")
+        .header("authorization", axum::http::HeaderValue::from_bytes(b"Bearer \xff\xfe").unwrap())
+        .body(Body::empty())
+        .unwrap();
+    let a = h.send(req).await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        a.json()["detail"],
+        "the token in bearer is malformed: it may only contain visible ASCII characters"
+    );
+
+    // Another scheme is not a bearer token: it falls through to the next sources.
+    let a = h.check("GET", "/", &[("authorization", "Basic dXNlcjpwYXNz")]).await;
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn tokens_are_found_in_every_configured_source() {
+    let config = format!(
+        "[identity]\nsources = [\"token\", \"header:X-API-Key\", \"query:api_key\", \"cookie:session\", \"host\"]\n{}",
+        "[plans.free]\nlimits = [{ requests = 1, per = \"minute\" }]"
+    );
+    let h = Harness::new(&config);
+    let same = |a: &Answer, b: &Answer| a.header("x-quotagate-identity") == b.header("x-quotagate-identity");
+    let by_scheme = h.check("GET", "/", &[("authorization", "Token abc")]).await;
+    let by_header = h.check("GET", "/", &[("x-api-key", "abc")]).await;
+    assert!(same(&by_scheme, &by_header), "one token, one identity, whatever the source");
+    assert_eq!(by_header.status, StatusCode::TOO_MANY_REQUESTS, "and one counter");
+    let by_query = h.check("GET", "/v1/x?foo=1&api_key=q%20k", &[]).await;
+    assert_eq!(by_query.status, StatusCode::BAD_REQUEST, "a decoded space is not a token character");
+    let by_query = h.check("GET", "/v1/x?foo=1&api_key=qk", &[]).await;
+    let by_cookie = h.check("GET", "/", &[("cookie", "theme=dark; session=qk")]).await;
+    assert!(same(&by_query, &by_cookie));
+    let by_host = h.check("GET", "/", &[]).await;
+    assert!(by_host.header("x-quotagate-identity").starts_with("host:"));
+}
+
+#[tokio::test]
+async fn callers_without_a_token_can_be_limited_by_ip() {
+    let config = "[identity]\nmissing = \"ip\"\n[identity.client_ip]\ndepth = 1\n\
+        [plans.free]\nlimits = [{ requests = 10, per = \"minute\" }]\n\
+        [plans.anonymous]\nlimits = [{ requests = 2, per = \"minute\" }]";
+    let h = Harness::new(config);
+    // A spoofed left-hand X-Forwarded-For entry does not change who we count: depth 1 is the
+    // address Traefik appended.
+    for spoof in ["1.1.1.1", "2.2.2.2"] {
+        let xff = format!("{spoof}, 198.51.100.9");
+        let a = h.check("GET", "/", &[("x-forwarded-for", &xff)]).await;
+        assert_eq!(a.status, StatusCode::OK);
+        assert_eq!(a.header("x-quotagate-identity"), "ip:198.51.100.9");
+        assert_eq!(a.header("x-quotagate-plan"), "anonymous");
+    }
+    let a = h.check("GET", "/", &[("x-forwarded-for", "9.9.9.9, 198.51.100.9")]).await;
+    assert_eq!(a.status, StatusCode::TOO_MANY_REQUESTS);
+    // IPv6 clients are counted per /64.
+    let v6 = |ip: &str| format!("10.0.0.1, {ip}");
+    assert_eq!(h.check("GET", "/", &[("x-forwarded-for", &v6("2001:db8::1"))]).await.status, StatusCode::OK);
+    assert_eq!(h.check("GET", "/", &[("x-forwarded-for", &v6("2001:db8::2"))]).await.status, StatusCode::OK);
+    let a = h.check("GET", "/", &[("x-forwarded-for", &v6("2001:db8::ffff:1"))]).await;
+    assert_eq!(a.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        h.check("GET", "/", &[("x-forwarded-for", &v6("2001:db8:0:1::1"))]).await.status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn rules_add_limits_per_endpoint_and_exempt_others() {
+    let h = Harness::new(CONTRACT);
+    let auth = [("authorization", "Bearer rule-tok")];
+    assert_eq!(h.check("POST", "/api/summarize", &auth).await.status, StatusCode::OK);
+    let a = h.check("POST", "/api/summarize/long?x=1", &auth).await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(a.header("x-ratelimit-remaining"), "0", "the rule's 2/minute is the most constrained");
+    // A path that the backend decodes to the same endpoint does not slip past the rule.
+    let a = h.check("POST", "/api/%73ummarize", &auth).await;
+    assert_eq!(a.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(a.json()["violated"][0]["name"], "summarize.minute");
+    assert_eq!(
+        a.header("ratelimit-policy"),
+        r#""minute";q=10;w=60, "day";q=1000;w=86400, "summarize.minute";q=2;w=60"#
+    );
+    let a = h.check("POST", "/docs/../api/summarize", &auth).await;
+    assert_eq!(a.status, StatusCode::TOO_MANY_REQUESTS);
+    // Other methods and paths are not the rule's business; the plan still counts them.
+    assert_eq!(h.check("GET", "/api/summarize", &auth).await.status, StatusCode::OK);
+    assert_eq!(h.check("POST", "/api/summarizer", &auth).await.status, StatusCode::OK);
+    // Exempt: never limited, never counted.
+    for _ in 0..30 {
+        let a = h.check("GET", "/docs/intro", &auth).await;
+        assert_eq!(a.status, StatusCode::OK);
+        assert!(a.headers.get("x-ratelimit-remaining").is_none());
+    }
+    let a = h.check("GET", "/api/items", &auth).await;
+    assert_eq!(a.header("x-ratelimit-remaining"), "5", "4 counted before, the docs not at all");
+}
+
+#[tokio::test]
+async fn plans_come_from_tokens_headers_and_defaults() {
+    let h = Harness::new(CONTRACT);
+    let a = h.bearer("pro-token-123").await;
+    assert_eq!(a.header("x-quotagate-plan"), "pro");
+    assert_eq!(a.header("x-ratelimit-limit"), "600");
+    let a = h.bearer("ops-token-9").await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(a.header("x-quotagate-plan"), "internal");
+    assert!(a.headers.get("x-ratelimit-limit").is_none(), "unlimited");
+    // Without plan_header configured, a client cannot pick its own plan.
+    let a = h.check("GET", "/", &[("authorization", "Bearer x"), ("x-plan", "internal")]).await;
+    assert_eq!(a.header("x-quotagate-plan"), "free");
+    let trusted = Harness::new(
+        &CONTRACT.replace("missing = \"reject\"", "missing = \"reject\"\nplan_header = \"X-Plan\""),
+    );
+    let a = trusted.check("GET", "/", &[("authorization", "Bearer x"), ("x-plan", "pro")]).await;
+    assert_eq!(a.header("x-quotagate-plan"), "pro");
+    let a = trusted.check("GET", "/", &[("authorization", "Bearer x"), ("x-plan", "gold")]).await;
+    assert_eq!(a.header("x-quotagate-plan"), "free", "an unknown plan name falls back");
+
+    let strict =
+        Harness::new(&CONTRACT.replace("plan = \"free\"", "plan = \"free\"\nunknown_tokens = \"reject\""));
+    let a = strict.bearer("who-is-this").await;
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(a.header("www-authenticate"), "Bearer realm=\"api\", error=\"invalid_token\"");
+    assert!(!a.body.contains("who-is-this"));
+    assert_eq!(strict.bearer("pro-token-123").await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn allow_listed_clients_are_never_limited() {
+    let config = "[identity]\nallow_ips = [\"203.0.113.0/24\"]\n[plans.free]\nlimits = [{ requests = 1, per = \"minute\" }]";
+    let h = Harness::new(config);
+    for _ in 0..5 {
+        assert_eq!(h.bearer("x").await.status, StatusCode::OK);
+    }
+    let a = h.check("GET", "/", &[("authorization", "Bearer x"), ("x-forwarded-for", "198.51.100.1")]).await;
+    assert_eq!(a.status, StatusCode::OK);
+    let a = h.check("GET", "/", &[("authorization", "Bearer x"), ("x-forwarded-for", "198.51.100.1")]).await;
+    assert_eq!(a.status, StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[tokio::test]
+async fn dry_run_decides_but_lets_everything_through() {
+    let config = "[defaults]\ndry_run = true\n[plans.free]\nlimits = [{ requests = 1, per = \"minute\" }]";
+    let h = Harness::new(config);
+    for _ in 0..3 {
+        assert_eq!(h.bearer("x").await.status, StatusCode::OK);
+    }
+    let metrics = h.get("/metrics").await.body;
+    assert!(
+        metrics.contains(r#"quotagate_decisions_total{outcome="dry_run_denied",plan="free",rule="-"} 2"#),
+        "{metrics}"
+    );
+    // Per rule: only that rule's limits are tried out.
+    let config = "[plans.free]\nlimits = [{ requests = 5, per = \"minute\" }]\n\
+        [[rules]]\nname = \"new\"\npath_prefix = \"/new\"\ndry_run = true\nlimits.free = [{ requests = 1, per = \"minute\" }]";
+    let h = Harness::new(config);
+    let auth = [("authorization", "Bearer x")];
+    assert_eq!(h.check("GET", "/new", &auth).await.status, StatusCode::OK);
+    assert_eq!(h.check("GET", "/new", &auth).await.status, StatusCode::OK);
+    let metrics = h.get("/metrics").await.body;
+    assert!(
+        metrics.contains(r#"quotagate_decisions_total{outcome="dry_run_denied",plan="free",rule="new"} 1"#),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn exactly_ten_of_two_hundred_concurrent_requests_pass() {
+    let h = Arc::new(Harness::new(CONTRACT));
+    let tasks: Vec<_> = (0..200)
+        .map(|_| {
+            let h = h.clone();
+            tokio::spawn(async move { h.bearer("hot").await.status })
+        })
+        .collect();
+    let mut ok = 0;
+    for t in tasks {
+        let status = t.await.unwrap();
+        assert!(status == StatusCode::OK || status == StatusCode::TOO_MANY_REQUESTS);
+        ok += usize::from(status == StatusCode::OK);
+    }
+    assert_eq!(ok, 10);
+}
+
+#[tokio::test]
+async fn reserved_paths_report_health_readiness_and_metrics() {
+    let h = Harness::new(CONTRACT);
+    assert_eq!(h.get("/healthz").await.status, StatusCode::OK);
+    assert_eq!(h.get("/readyz").await.status, StatusCode::OK);
+    h.bearer("m").await;
+    let m = h.get("/metrics").await;
+    assert_eq!(m.status, StatusCode::OK);
+    for needle in [
+        "quotagate_decisions_total{outcome=\"allowed\",plan=\"free\",rule=\"-\"} 1",
+        "quotagate_check_duration_seconds_count 1",
+        "quotagate_store_live_keys 1",
+    ] {
+        assert!(m.body.contains(needle), "missing {needle} in\n{}", m.body);
+    }
+    // With an admin listener, the main router treats every path as a check.
+    let main_only = server::router(h.state.clone(), false);
+    let res = main_only.oneshot(Request::get("/healthz").body(Body::empty()).unwrap()).await.unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn a_swapped_config_keeps_the_counters() {
+    let h = Harness::new(CONTRACT);
+    for _ in 0..10 {
+        h.bearer("keep").await;
+    }
+    assert_eq!(h.bearer("keep").await.status, StatusCode::TOO_MANY_REQUESTS);
+    let raised =
+        CONTRACT.replace("{ requests = 10, per = \"minute\" }", "{ requests = 12, per = \"minute\" }");
+    h.state.config.store(Arc::new(Config::parse(&raised, "new.toml", None).unwrap()));
+    let a = h.bearer("keep").await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(a.header("x-ratelimit-remaining"), "1", "10 counted before the reload");
+}
+
+#[tokio::test]
+async fn a_real_socket_serves_checks_and_shuts_down_gracefully() {
+    let config = "[identity]\nmissing = \"ip\"\n[identity.client_ip]\ndepth = 0\n\
+        [plans.free]\nlimits = [{ requests = 10, per = \"minute\" }]\n\
+        [plans.anonymous]\nlimits = [{ requests = 1, per = \"minute\" }]";
+    let h = Harness::new(config);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(server::run(
+        h.state.clone(),
+        listener,
+        None,
+        async move {
+            let _ = stopped.await;
+        },
+        Duration::from_secs(5),
+    ));
+    let client = reqwest::Client::new();
+    let url = format!("http://{addr}/");
+    let first = client.get(&url).send().await.unwrap();
+    assert_eq!(first.status(), 200);
+    assert_eq!(first.headers()["x-quotagate-identity"], "ip:127.0.0.1", "the peer address");
+    assert_eq!(client.get(&url).send().await.unwrap().status(), 429);
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), server).await.expect("shuts down").unwrap().unwrap();
+}
