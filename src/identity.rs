@@ -338,3 +338,72 @@ fn after_scheme<'v>(value: &'v str, scheme: &str) -> Option<&'v str> {
     let (given, rest) = value.split_once(' ').unwrap_or((value, ""));
     given.eq_ignore_ascii_case(scheme).then(|| rest.trim())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn xff(v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", v.parse().unwrap());
+        h
+    }
+
+    const PEER: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(172, 17, 0, 2));
+
+    #[test]
+    fn depth_counts_from_the_right_like_traefik() {
+        let h = xff("10.0.0.1,11.0.0.1, 12.0.0.1,13.0.0.1");
+        let depth = |d| ClientIp::Depth(NonZeroUsize::new(d).unwrap()).resolve(&h, PEER);
+        assert_eq!(depth(1), "13.0.0.1".parse::<IpAddr>().unwrap());
+        assert_eq!(depth(3), "11.0.0.1".parse::<IpAddr>().unwrap());
+        assert_eq!(depth(5), PEER, "deeper than the header: the peer");
+        assert_eq!(ClientIp::Depth(NonZeroUsize::MIN).resolve(&HeaderMap::new(), PEER), PEER);
+    }
+
+    #[test]
+    fn excluded_skips_trusted_proxies_from_the_right() {
+        let h = xff("1.2.3.4, 10.0.0.5, 10.0.0.6");
+        let nets = vec!["10.0.0.0/8".parse().unwrap()];
+        assert_eq!(ClientIp::Excluded(nets.clone()).resolve(&h, PEER), "1.2.3.4".parse::<IpAddr>().unwrap());
+        assert_eq!(ClientIp::Excluded(nets.clone()).resolve(&xff("10.0.0.1"), PEER), PEER);
+        // Garbage stops the scan rather than letting the left part through.
+        assert_eq!(ClientIp::Excluded(nets).resolve(&xff("1.2.3.4, junk, 10.0.0.6"), PEER), PEER);
+    }
+
+    #[test]
+    fn mapped_ipv4_is_plain_ipv4() {
+        let ip = ClientIp::Depth(NonZeroUsize::MIN).resolve(&xff("::ffff:192.0.2.1"), PEER);
+        assert_eq!(ip, "192.0.2.1".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn the_hash_depends_on_the_key_and_the_kind() {
+        let a = Hasher::new(b"0123456789abcdef");
+        let b = Hasher::new(b"0123456789abcdeF");
+        assert_ne!(a.token(b"t"), b.token(b"t"));
+        assert_eq!(a.token(b"t"), a.token(b"t"));
+        assert_ne!(a.token(b"example.com"), a.host("example.com"));
+        assert_eq!(a.host("Example.COM"), a.host("example.com"));
+        let fp = a.token(b"secret").fingerprint().to_string();
+        assert_eq!(fp.len(), 8);
+    }
+
+    #[test]
+    fn sources_parse_and_print_back() {
+        for s in ["bearer", "token", "header:x-api-key", "query:api_key", "cookie:session", "host"] {
+            assert_eq!(Source::parse(s).unwrap().to_string(), s);
+        }
+        for bad in ["jwt", "header:", "header:bad header", "query:", "cookie:", "x:y"] {
+            assert_eq!(Source::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_scheme_is_case_insensitive_and_whitespace_tolerant() {
+        assert_eq!(after_scheme("bearer abc", "bearer"), Some("abc"));
+        assert_eq!(after_scheme("  BEARER   abc  ", "bearer"), Some("abc"));
+        assert_eq!(after_scheme("Bearer", "bearer"), Some(""));
+        assert_eq!(after_scheme("Basic abc", "bearer"), None);
+    }
+}

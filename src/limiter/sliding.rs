@@ -92,15 +92,14 @@ mod tests {
         }
         // 15 s into the next minute, 45/60 of the previous 10 still count: ceil(7.5) = 8.
         let now = T0 + 75 * SECOND;
-        let v = hit(&limit, &mut state, now);
-        assert!(v.allowed);
-        assert_eq!(v.remaining, 0);
+        assert_eq!(hit(&limit, &mut state, now).remaining, 1);
+        assert_eq!(hit(&limit, &mut state, now).remaining, 0);
         let v = hit(&limit, &mut state, now);
         assert!(!v.allowed);
-        // With 1 counted, it needs ceil(10 * (end - t) / 60 s) <= 8, i.e. t >= end - 48 s.
-        assert_eq!(v.retry_after, 120 * SECOND - 48 * SECOND - 75 * SECOND);
-        let later = now + v.retry_after;
-        assert!(hit(&limit, &mut state, later).allowed);
+        // With 2 counted, it needs ceil(10 * (end - t) / 60 s) <= 7, i.e. t >= end - 42 s.
+        assert_eq!(v.retry_after, 3 * SECOND);
+        assert!(!hit(&limit, &mut state, now + v.retry_after - 1).allowed);
+        assert!(hit(&limit, &mut state, now + v.retry_after).allowed);
     }
 
     #[test]

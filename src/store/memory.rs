@@ -34,10 +34,13 @@ struct EntryKey {
     scope: u32,
 }
 
-/// The states of one (caller, scope), each tagged with its limit's id.
+/// Limit states of one entry, each tagged with its limit's id; inline for up to two limits.
+type States = SmallVec<[(u32, State); 2]>;
+
+/// The states of one (caller, scope).
 #[derive(Debug, Default)]
 struct Entry {
-    states: Mutex<SmallVec<[(u32, State); 2]>>,
+    states: Mutex<States>,
     /// Nanoseconds this entry still matters, as of its last update; read by moka on each access.
     /// Measured from the last update rather than the access, so it errs on keeping too long.
     ttl: AtomicU64,
@@ -107,7 +110,7 @@ impl Memory {
             .collect();
         // Lock in the order of `scopes`, which callers sort by scope id (see module docs).
         debug_assert!(scopes.windows(2).all(|w| w[0].scope < w[1].scope), "scopes sorted and distinct");
-        let mut guards: SmallVec<[MutexGuard<'_, SmallVec<[(u32, State); 2]>>; 4]> =
+        let mut guards: SmallVec<[MutexGuard<'_, States>; 4]> =
             entries.iter().map(|e| e.states.lock()).collect();
 
         let mut decision = Decision { allowed: true, verdicts: SmallVec::new() };
@@ -149,7 +152,7 @@ impl Memory {
 
 /// Makes `states[i]` the state of `limits[i]`: keeps the states of limits still configured
 /// (matched by id, so a reload keeps them) and starts new ones fresh.
-fn prune(states: &mut SmallVec<[(u32, State); 2]>, limits: &[Limit]) {
+fn prune(states: &mut States, limits: &[Limit]) {
     let in_order = states.len() == limits.len() && states.iter().zip(limits).all(|((id, _), l)| *id == l.id);
     if !in_order {
         let old = std::mem::take(states);
