@@ -453,3 +453,30 @@ async fn a_real_socket_serves_checks_and_shuts_down_gracefully() {
     stop.send(()).unwrap();
     tokio::time::timeout(Duration::from_secs(10), server).await.expect("shuts down").unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn an_admin_listener_takes_the_reserved_paths() {
+    let h = Harness::new(CONTRACT);
+    let main = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (main_addr, admin_addr) = (main.local_addr().unwrap(), admin.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(server::run(
+        h.state.clone(),
+        main,
+        Some(admin),
+        async move {
+            let _ = stopped.await;
+        },
+        Duration::from_secs(5),
+    ));
+    let client = reqwest::Client::new();
+    let get = |addr: std::net::SocketAddr, path: &str| client.get(format!("http://{addr}{path}")).send();
+    assert_eq!(get(admin_addr, "/healthz").await.unwrap().status(), 200);
+    assert_eq!(get(admin_addr, "/readyz").await.unwrap().status(), 200);
+    assert_eq!(get(admin_addr, "/metrics").await.unwrap().status(), 200);
+    assert_eq!(get(admin_addr, "/").await.unwrap().status(), 404, "no checks on the admin listener");
+    assert_eq!(get(main_addr, "/healthz").await.unwrap().status(), 401, "a check without a token");
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), server).await.expect("shuts down").unwrap().unwrap();
+}
