@@ -72,6 +72,10 @@ pub enum Outcome {
     allow_listed,
     /// No usable token, or an unknown one: 400/401.
     rejected,
+    /// The store could not decide and `on_error = "deny"`: 503.
+    unavailable,
+    /// The store could not decide and `on_error = "allow"`: let through unchecked.
+    unchecked,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

@@ -80,6 +80,16 @@ impl Window {
         }
     }
 
+    /// For windows of one fixed length: that length and the offset their starts are aligned
+    /// with (weeks start on Monday). `None` for calendar months.
+    pub fn alignment(self) -> Option<(Nanos, Nanos)> {
+        match self {
+            Window::Month => None,
+            Window::Week => Some((WEEK, WEEK_OFFSET)),
+            fixed => Some((fixed.id(), 0)),
+        }
+    }
+
     /// Length in nanoseconds of the window containing `now`.
     pub fn len_at(self, now: Nanos) -> Nanos {
         match self {

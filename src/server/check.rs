@@ -33,12 +33,12 @@ pub async fn check(State(state): State<AppState>, req: Request) -> Response {
     let uri = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let forwarded = Forwarded::from_headers(&parts.headers, parts.method.as_str(), uri);
     let config = state.config.load();
-    let response = decide(&state, &config, &parts.headers, &forwarded, peer);
+    let response = decide(&state, &config, &parts.headers, &forwarded, peer).await;
     state.metrics.check_took(started.elapsed());
     response
 }
 
-fn decide(
+async fn decide(
     state: &AppState,
     config: &Config,
     headers: &HeaderMap,
@@ -84,7 +84,19 @@ fn decide(
         applicable.scopes.iter().map(|s| Scoped { scope: s.id, limits: s.limits }).collect();
     let counting = if policy.count_denied { Counting::Everything } else { Counting::AllowedOnly };
     let now = state.clock.now();
-    let decision = state.store.check(caller.key(), &scoped, now, counting);
+    let decision = match state.store.check(caller.key(), &scoped, now, counting).await {
+        Ok(d) => d,
+        Err(e) => {
+            state.metrics.decision(Outcome::unavailable, &plan.name, &none());
+            tracing::debug!(%caller, error = %e, "store unavailable: failing closed");
+            return response::unavailable(&e);
+        }
+    };
+    if decision.verdicts.is_empty() {
+        // The store could not check and `on_error = "allow"` lets the request through.
+        state.metrics.decision(Outcome::unchecked, &plan.name, &none());
+        return response::pass(Some(&plan.name), Some(&caller));
+    }
     let report =
         Report { plan: &plan.name, caller: &caller, scopes: &applicable.scopes, decision: &decision };
 

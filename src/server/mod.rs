@@ -21,8 +21,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::clock::Clock;
-use crate::config::{Config, StoreConfig};
-use crate::store::{Memory, Store};
+use crate::config::{Backend, Config};
+use crate::store::{Memory, Redis, Store};
 use crate::telemetry::Metrics;
 
 /// Shared state of a running service; cheap to clone.
@@ -45,10 +45,17 @@ impl std::ops::Deref for AppState {
 }
 
 impl AppState {
-    /// State for `config`, with its store built empty.
+    /// State for `config`, with its store built empty. A Redis store starts connecting in the
+    /// background, so this must run inside a tokio runtime.
     pub fn new(config: Config, clock: Clock) -> AppState {
-        let store = match config.store {
-            StoreConfig::Memory { max_keys } => Store::Memory(Memory::new(max_keys)),
+        let store = match &config.store.backend {
+            Backend::Memory => Store::Memory(Memory::new(config.store.max_keys)),
+            Backend::Redis(redis) => {
+                let redis = Arc::new(Redis::new(redis.clone(), config.store.max_keys));
+                // Checks are decided by `on_error` until the connection is up.
+                tokio::spawn(redis.clone().connect());
+                Store::Redis(redis)
+            }
         };
         AppState(Arc::new(Inner {
             config: ArcSwap::from_pointee(config),
@@ -84,10 +91,11 @@ async fn healthz() -> &'static str {
 }
 
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    let store = state.store.describe();
     if state.store.is_ready() {
-        (StatusCode::OK, "ready\n")
+        (StatusCode::OK, format!("ready: store {store}\n"))
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "store unavailable\n")
+        (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: store {store}\n"))
     }
 }
 

@@ -19,7 +19,7 @@ use serde_json::json;
 use crate::identity::{Caller, IdentityError};
 use crate::limiter::{Verdict, SECOND};
 use crate::policy::{Rule, Scope};
-use crate::store::{Decision, Judged};
+use crate::store::{Decision, Judged, StoreError};
 
 static X_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
 static X_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
@@ -211,5 +211,26 @@ pub fn unknown_token(caller: &Caller) -> Response {
     let mut res = problem_response(StatusCode::UNAUTHORIZED, &body);
     res.headers_mut()
         .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"api\", error=\"invalid_token\""));
+    res
+}
+
+/// 503 when the store cannot decide and `on_error = "deny"`.
+pub fn unavailable(e: &StoreError) -> Response {
+    let retry_after = match e {
+        StoreError::Unavailable { retry_after } => {
+            ceil_secs(u64::try_from(retry_after.as_nanos()).unwrap_or(u64::MAX))
+        }
+        StoreError::Protocol => 1,
+    }
+    .max(1);
+    let body = json!({
+        "type": "urn:quotagate:store-unavailable",
+        "title": "Service Unavailable",
+        "status": 503,
+        "detail": format!("{e}; retry in {retry_after} s"),
+        "retry_after_seconds": retry_after,
+    });
+    let mut res = problem_response(StatusCode::SERVICE_UNAVAILABLE, &body);
+    res.headers_mut().insert(RETRY_AFTER, number(retry_after));
     res
 }

@@ -16,6 +16,7 @@
 pub mod backend;
 pub mod process;
 pub mod quotagate;
+pub mod redis;
 pub mod traefik;
 
 use std::collections::BTreeSet;
@@ -29,6 +30,7 @@ use tokio::sync::oneshot;
 
 pub use backend::{Backend, Recorded};
 pub use quotagate::Quotagate;
+pub use redis::{RedisCluster, RedisServer};
 pub use traefik::Traefik;
 
 /// How long a process gets to become ready before the test fails.

@@ -1,0 +1,411 @@
+//! The Redis store: counters shared by every replica, checked and counted for one request in one
+//! round trip by a Lua script (`check.lua`, the same arithmetic as `limiter`, in microseconds,
+//! with Redis's own clock). Keys of one caller share a hash tag, so Redis Cluster works too.
+//!
+//! When Redis cannot answer (down, slow, wrong password, cluster failing) the configured
+//! `on_error` decides: `local` checks the in-memory store instead, so each replica still
+//! enforces its own share; `allow` fails open; `deny` fails closed. A circuit breaker stops
+//! every request from paying the command timeout while Redis is gone: after
+//! `breaker_threshold` consecutive failures it opens, and `breaker_reattempt` later one request
+//! tries Redis again.
+//!
+//! With `local = true`, a denial is remembered in memory until it would end, and requests of that
+//! caller are answered from memory meanwhile, without a round trip. That never admits more than
+//! Redis would; it may deny a little longer only if the config changes meanwhile.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use redis::aio::ConnectionManager;
+use redis::cluster_async::ClusterConnection;
+use redis::{Client, IntoConnectionInfo, Script};
+use smallvec::SmallVec;
+
+use super::{Counting, Decision, Judged, Memory, Scoped, StoreError};
+use crate::config::{redact, OnError, RedisConfig};
+use crate::identity::Key;
+use crate::limiter::{Algorithm, Nanos, Verdict};
+
+const SCRIPT: &str = include_str!("check.lua");
+const MICRO: u64 = 1_000;
+
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+/// What the store can say of Redis, for `/readyz`, logs and metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Health {
+    /// Not connected yet.
+    Connecting,
+    Up,
+    /// The breaker is open: requests are decided by `on_error`.
+    Down,
+}
+
+/// Consecutive failures open the breaker; `reattempt` later one request may try again.
+#[derive(Debug)]
+struct Breaker {
+    threshold: u32,
+    reattempt: Nanos,
+    failures: AtomicU32,
+    /// While `now < open_until`, Redis is not tried. 0: closed.
+    open_until: AtomicU64,
+}
+
+impl Breaker {
+    fn allows(&self, now: Nanos) -> bool {
+        let until = self.open_until.load(Ordering::Acquire);
+        if until == 0 || now < until {
+            return until == 0;
+        }
+        // Half open: the first request past the deadline claims the trial; the rest wait for
+        // its outcome with the breaker still open.
+        self.open_until
+            .compare_exchange(until, now + self.reattempt, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    /// Returns true if this closed an open breaker.
+    fn success(&self) -> bool {
+        self.failures.store(0, Ordering::Relaxed);
+        self.open_until.swap(0, Ordering::AcqRel) != 0
+    }
+
+    /// Returns true if this opened the breaker.
+    fn failure(&self, now: Nanos) -> bool {
+        let failures = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if failures >= self.threshold {
+            let was = self.open_until.swap(now + self.reattempt, Ordering::AcqRel);
+            return was == 0;
+        }
+        false
+    }
+
+    fn is_open(&self) -> bool {
+        self.open_until.load(Ordering::Acquire) != 0
+    }
+}
+
+/// The Redis store.
+pub struct Redis {
+    config: RedisConfig,
+    conn: ArcSwapOption<Conn>,
+    script: Script,
+    breaker: Breaker,
+    /// `on_error = "local"`: decides while Redis cannot.
+    fallback: Memory,
+    /// `local = true`: callers known to be denied, until when.
+    /// Key: caller and the limits' fingerprint. Value: until when, when decided, the decision.
+    denials: Option<moka::sync::Cache<(u128, u64), Arc<(Nanos, Nanos, Decision)>>>,
+    connected: AtomicBool,
+    errors: AtomicU64,
+}
+
+impl std::fmt::Debug for Redis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Redis").field("urls", &self.describe()).field("health", &self.health()).finish()
+    }
+}
+
+impl Redis {
+    /// A store for `config`; nothing is connected yet (see [`Redis::connect`]). `max_keys`
+    /// bounds the in-memory fallback and local tier.
+    pub fn new(config: RedisConfig, max_keys: u64) -> Redis {
+        if config.urls.iter().any(|u| u.starts_with("rediss://")) {
+            // rustls needs a process-wide crypto provider; a second install is harmless.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
+        let denials = config.local.then(|| moka::sync::Cache::builder().max_capacity(max_keys).build());
+        Redis {
+            breaker: Breaker {
+                threshold: config.breaker_threshold,
+                reattempt: u64::try_from(config.breaker_reattempt.as_nanos()).unwrap_or(u64::MAX),
+                failures: AtomicU32::new(0),
+                open_until: AtomicU64::new(0),
+            },
+            config,
+            conn: ArcSwapOption::empty(),
+            script: Script::new(SCRIPT),
+            fallback: Memory::new(max_keys),
+            denials,
+            connected: AtomicBool::new(false),
+            errors: AtomicU64::new(0),
+        }
+    }
+
+    /// The URLs, passwords redacted.
+    pub fn describe(&self) -> String {
+        self.config.urls.iter().map(|u| redact(u)).collect::<Vec<_>>().join(", ")
+    }
+
+    pub fn health(&self) -> Health {
+        if !self.connected.load(Ordering::Acquire) {
+            Health::Connecting
+        } else if self.breaker.is_open() {
+            Health::Down
+        } else {
+            Health::Up
+        }
+    }
+
+    /// Commands that failed or timed out since start.
+    pub fn errors(&self) -> u64 {
+        self.errors.load(Ordering::Relaxed)
+    }
+
+    pub fn on_error(&self) -> OnError {
+        self.config.on_error
+    }
+
+    /// Whether checks can be answered as configured: Redis is up, or `on_error` lets the
+    /// service decide without it.
+    pub fn is_ready(&self) -> bool {
+        self.health() == Health::Up || self.config.on_error != OnError::Deny
+    }
+
+    async fn open(&self) -> Result<Conn, String> {
+        let c = &self.config;
+        let why = |e: redis::RedisError| e.to_string();
+        if c.cluster {
+            let mut builder = redis::cluster::ClusterClient::builder(c.urls.iter().map(String::as_str))
+                .connection_timeout(c.connect_timeout)
+                .response_timeout(c.command_timeout)
+                .retries(1);
+            if let Some(p) = &c.password {
+                builder = builder.password(p.0.clone());
+            }
+            let client = builder.build().map_err(why)?;
+            let conn = tokio::time::timeout(c.connect_timeout * 4, client.get_async_connection())
+                .await
+                .map_err(|_| format!("no answer within {:?}", c.connect_timeout * 4))?
+                .map_err(why)?;
+            // A cluster connection is lazy about its nodes: ask one so a bad password shows now.
+            let mut probe = conn.clone();
+            redis::cmd("PING").query_async::<String>(&mut probe).await.map_err(why)?;
+            Ok(Conn::Cluster(conn))
+        } else {
+            let mut info = c.urls[0].as_str().into_connection_info().map_err(why)?;
+            if let Some(p) = &c.password {
+                let settings = info.redis_settings().clone().set_password(&p.0);
+                info = info.set_redis_settings(settings);
+            }
+            let client = Client::open(info).map_err(why)?;
+            let manager_config = redis::aio::ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(c.connect_timeout))
+                .set_response_timeout(Some(c.command_timeout))
+                .set_number_of_retries(1)
+                .set_max_delay(c.breaker_reattempt);
+            let conn = ConnectionManager::new_with_config(client, manager_config).await.map_err(why)?;
+            Ok(Conn::Single(conn))
+        }
+    }
+
+    /// Connects, retrying until it succeeds; logs the first failure at error level and the
+    /// success at info. Checks meanwhile are decided by `on_error`.
+    pub async fn connect(self: Arc<Self>) {
+        let mut delay = Duration::from_millis(100);
+        let mut last = String::new();
+        loop {
+            match self.open().await {
+                Ok(conn) => {
+                    self.conn.store(Some(Arc::new(conn)));
+                    self.connected.store(true, Ordering::Release);
+                    tracing::info!(redis = %self.describe(), "store: redis connected");
+                    return;
+                }
+                Err(e) => {
+                    if e != last {
+                        tracing::error!(
+                            redis = %self.describe(),
+                            error = %e,
+                            on_error = ?self.config.on_error,
+                            "store: cannot connect to redis; retrying"
+                        );
+                        last = e;
+                    }
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(self.config.breaker_reattempt.max(Duration::from_millis(100)));
+                }
+            }
+        }
+    }
+
+    /// The key of one limit's counter: the caller's hash (never the token) as hash tag.
+    fn key(&self, caller: Key, scope: u32, limit: u32) -> String {
+        format!("{}{{{:032x}}}:{scope:08x}:{limit:08x}", self.config.prefix, caller.0)
+    }
+
+    pub async fn check(
+        &self,
+        caller: Key,
+        scopes: &[Scoped<'_>],
+        now: Nanos,
+        counting: Counting,
+    ) -> Result<Decision, StoreError> {
+        let fingerprint = scopes_fingerprint(scopes);
+        if let Some(denials) = &self.denials {
+            if let Some(hit) = denials.get(&(caller.0, fingerprint)) {
+                let (until, decided, decision) = &*hit;
+                if now < *until {
+                    return Ok(shifted(decision, now.saturating_sub(*decided)));
+                }
+                denials.invalidate(&(caller.0, fingerprint));
+            }
+        }
+        let conn = match self.conn.load_full() {
+            Some(conn) if self.breaker.allows(now) => conn,
+            _ => return self.fallback(caller, scopes, now, counting),
+        };
+        let mut invocation = self.script.prepare_invoke();
+        invocation.arg(if counting == Counting::Everything { "1" } else { "0" });
+        for s in scopes {
+            for l in s.limits {
+                invocation.key(self.key(caller, s.scope, l.id));
+                let (kind, quota, a, b) = match l.algorithm {
+                    Algorithm::Fixed { requests, window } | Algorithm::Sliding { requests, window } => {
+                        let (len, off) = window.alignment().unwrap_or((0, 0));
+                        let kind = if matches!(l.algorithm, Algorithm::Fixed { .. }) { "f" } else { "s" };
+                        (kind, requests.get(), len / MICRO, off / MICRO)
+                    }
+                    Algorithm::Gcra { emission, burst } => ("g", burst.get(), (emission / MICRO).max(1), 0),
+                };
+                invocation.arg(kind).arg(quota).arg(a).arg(b);
+            }
+        }
+        let reply = {
+            let mut conn = (*conn).clone();
+            let call = async {
+                match &mut conn {
+                    Conn::Single(c) => invocation.invoke_async::<Vec<i64>>(c).await,
+                    Conn::Cluster(c) => invocation.invoke_async::<Vec<i64>>(c).await,
+                }
+            };
+            tokio::time::timeout(self.config.command_timeout, call).await
+        };
+        let reply = match reply {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(e)) => return self.failed(&e.to_string(), caller, scopes, now, counting),
+            Err(_) => {
+                let why = format!("no answer within {:?}", self.config.command_timeout);
+                return self.failed(&why, caller, scopes, now, counting);
+            }
+        };
+        if self.breaker.success() {
+            tracing::info!(redis = %self.describe(), "store: redis answers again; breaker closed");
+        }
+        let decision = parse(&reply, scopes, counting).ok_or(StoreError::Protocol)?;
+        if let (Some(denials), false) = (&self.denials, decision.allowed) {
+            if counting == Counting::AllowedOnly {
+                let wait = decision
+                    .verdicts
+                    .iter()
+                    .filter(|j| !j.verdict.allowed)
+                    .map(|j| j.verdict.retry_after)
+                    .max();
+                if let Some(wait) = wait {
+                    denials.insert((caller.0, fingerprint), Arc::new((now + wait, now, decision.clone())));
+                }
+            }
+        }
+        Ok(decision)
+    }
+
+    fn failed(
+        &self,
+        why: &str,
+        caller: Key,
+        scopes: &[Scoped<'_>],
+        now: Nanos,
+        counting: Counting,
+    ) -> Result<Decision, StoreError> {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        if self.breaker.failure(now) {
+            tracing::warn!(
+                redis = %self.describe(),
+                error = %why,
+                reattempt = ?self.config.breaker_reattempt,
+                on_error = ?self.config.on_error,
+                "store: redis failing; breaker open"
+            );
+        } else {
+            tracing::debug!(error = %why, "store: redis command failed");
+        }
+        self.fallback(caller, scopes, now, counting)
+    }
+
+    fn fallback(
+        &self,
+        caller: Key,
+        scopes: &[Scoped<'_>],
+        now: Nanos,
+        counting: Counting,
+    ) -> Result<Decision, StoreError> {
+        match self.config.on_error {
+            OnError::Local => Ok(self.fallback.check(caller, scopes, now, counting)),
+            OnError::Allow => Ok(Decision { allowed: true, verdicts: SmallVec::new() }),
+            OnError::Deny => Err(StoreError::Unavailable { retry_after: self.config.breaker_reattempt }),
+        }
+    }
+}
+
+/// Identifies the set of limits a decision was made for, so a remembered denial is only reused
+/// for requests with the same limits.
+fn scopes_fingerprint(scopes: &[Scoped<'_>]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for s in scopes {
+        for x in std::iter::once(s.scope)
+            .chain(s.limits.iter().map(|l| l.id))
+            .chain(s.limits.iter().map(|l| l.quota()))
+        {
+            h = (h ^ u64::from(x)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h
+}
+
+/// A remembered denial, `elapsed` nanoseconds later: waits shortened by the time passed.
+fn shifted(decision: &Decision, elapsed: Nanos) -> Decision {
+    let mut d = decision.clone();
+    for j in &mut d.verdicts {
+        j.verdict.reset = j.verdict.reset.saturating_sub(elapsed);
+        if !j.verdict.allowed {
+            j.verdict.retry_after = j.verdict.retry_after.saturating_sub(elapsed).max(1);
+        }
+    }
+    d
+}
+
+fn parse(reply: &[i64], scopes: &[Scoped<'_>], counting: Counting) -> Option<Decision> {
+    let n: usize = scopes.iter().map(|s| s.limits.len()).sum();
+    if reply.len() != 1 + 5 * n {
+        return None;
+    }
+    let nanos = |v: i64| u64::try_from(v).unwrap_or(0).saturating_mul(MICRO);
+    let mut decision = Decision { allowed: reply[0] == 1, verdicts: SmallVec::new() };
+    let mut fields = reply[1..].chunks_exact(5);
+    for (si, s) in scopes.iter().enumerate() {
+        for (li, limit) in s.limits.iter().enumerate() {
+            let f = fields.next()?;
+            let verdict = Verdict {
+                allowed: f[0] == 1,
+                quota: limit.quota(),
+                remaining: u32::try_from(f[1]).ok()?,
+                reset: nanos(f[2]),
+                retry_after: nanos(f[3]),
+                window: nanos(f[4]),
+            };
+            let verdict = if decision.allowed || counting == Counting::Everything {
+                verdict
+            } else {
+                limit.uncounted(verdict)
+            };
+            decision.verdicts.push(Judged { scope: si as u8, limit: li as u8, verdict });
+        }
+    }
+    Some(decision)
+}
