@@ -98,6 +98,8 @@ pub struct Metrics {
     latency: Histogram,
     live_keys: Gauge,
     reloads: Family<ReloadLabels, Counter>,
+    store_up: Gauge,
+    store_errors: Gauge,
 }
 
 impl Default for Metrics {
@@ -122,7 +124,19 @@ impl Metrics {
         registry.register("store_live_keys", "Counter entries held by the store", live_keys.clone());
         let reloads = Family::<ReloadLabels, Counter>::default();
         registry.register("config_reloads", "Config reloads, by result", reloads.clone());
-        Metrics { registry, decisions, latency, live_keys, reloads }
+        let store_up = Gauge::default();
+        registry.register(
+            "store_up",
+            "1 if the store answers (Redis connected, breaker closed), else 0",
+            store_up.clone(),
+        );
+        let store_errors = Gauge::default();
+        registry.register(
+            "store_errors",
+            "Redis commands that failed or timed out since start",
+            store_errors.clone(),
+        );
+        Metrics { registry, decisions, latency, live_keys, reloads, store_up, store_errors }
     }
 
     /// Counts one decision. `plan` and `rule` are `"-"` where none applies.
@@ -140,9 +154,11 @@ impl Metrics {
         self.reloads.get_or_create(&ReloadLabels { result }).inc();
     }
 
-    /// Prometheus text exposition, with `live_keys` as of now.
-    pub fn render(&self, live_keys: u64) -> String {
+    /// Prometheus text exposition, with the store's figures as of now.
+    pub fn render(&self, live_keys: u64, store_up: bool, store_errors: u64) -> String {
         self.live_keys.set(i64::try_from(live_keys).unwrap_or(i64::MAX));
+        self.store_up.set(i64::from(store_up));
+        self.store_errors.set(i64::try_from(store_errors).unwrap_or(i64::MAX));
         let mut out = String::with_capacity(4096);
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");

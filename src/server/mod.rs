@@ -100,7 +100,11 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    let body = state.metrics.render(state.store.live_keys());
+    let (up, errors) = match &state.store {
+        Store::Memory(_) => (true, 0),
+        Store::Redis(r) => (r.health() == crate::store::Health::Up, r.errors()),
+    };
+    let body = state.metrics.render(state.store.live_keys(), up, errors);
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body)
 }
 
