@@ -214,3 +214,40 @@ async fn a_password_protected_redis_needs_the_right_password() {
     assert!(!q.log().contains("s3cret-pass"), "{}", q.log());
     assert!(q.log().contains(":***@127.0.0.1"), "{}", q.log());
 }
+
+/// Script calls Redis has served, from `INFO commandstats`.
+fn script_calls(redis: &RedisServer) -> u64 {
+    let stats = redis.cli(&["INFO", "commandstats"]);
+    ["cmdstat_evalsha:", "cmdstat_eval:"]
+        .iter()
+        .filter_map(|name| {
+            let line = stats.lines().find(|l| l.starts_with(name))?;
+            line.split(['=', ',']).nth(1)?.parse::<u64>().ok()
+        })
+        .sum()
+}
+
+#[tokio::test]
+async fn the_local_tier_answers_known_denials_without_a_round_trip() {
+    let redis = RedisServer::start();
+    let q = Quotagate::start(&config(&redis.url(), "local = true")).await;
+    q.wait_for_log("store: redis connected", Duration::from_secs(10)).await;
+    let http = client();
+    let url = format!("{}/", q.url());
+    for _ in 0..10 {
+        assert_eq!(http.get(&url).bearer_auth("busy").send().await.unwrap().status(), 200);
+    }
+    let before = script_calls(&redis);
+    let mut retry_after = Vec::new();
+    for _ in 0..20 {
+        let r = http.get(&url).bearer_auth("busy").send().await.unwrap();
+        assert_eq!(r.status(), 429);
+        retry_after.push(r.headers()["retry-after"].to_str().unwrap().parse::<u64>().unwrap());
+    }
+    assert_eq!(script_calls(&redis) - before, 1, "only the first denial asked Redis");
+    // Answers from memory keep counting down to the same instant.
+    assert!(retry_after.windows(2).all(|w| w[1] <= w[0] && w[0] - w[1] <= 1), "{retry_after:?}");
+    // Other callers still go to Redis, and are not held up by the memory of this one.
+    assert_eq!(http.get(&url).bearer_auth("other").send().await.unwrap().status(), 200);
+    assert_eq!(script_calls(&redis) - before, 2);
+}
