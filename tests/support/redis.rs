@@ -24,6 +24,9 @@ pub struct RedisServer {
     port: u16,
     password: Option<String>,
     extra: Vec<String>,
+    /// Extra `redis-cli` arguments (TLS).
+    cli_extra: Vec<String>,
+    tls: bool,
     dir: tempfile::TempDir,
     starts: u32,
 }
@@ -45,6 +48,8 @@ impl RedisServer {
             port: free_port(),
             password: password.map(str::to_owned),
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            cli_extra: Vec::new(),
+            tls: false,
             dir,
             starts: 0,
         };
@@ -52,13 +57,58 @@ impl RedisServer {
         server
     }
 
+    /// A server that speaks only TLS, with a certificate for 127.0.0.1 signed by a CA made for
+    /// it (`openssl` CLI); returns the server and the CA's PEM file.
+    pub fn with_tls() -> (RedisServer, PathBuf) {
+        let dir = tempfile::Builder::new().prefix("redis-tls-").tempdir().expect("a temp dir");
+        let d = dir.path();
+        let script = r#"set -e
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout ca.key -out ca.pem -days 2 -subj "/CN=quotagate test CA"
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout server.key -out server.csr -subj "/CN=127.0.0.1"
+printf 'subjectAltName=IP:127.0.0.1\n' > ext.cnf
+openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 2 -extfile ext.cnf
+"#;
+        let out = Command::new("sh").arg("-c").arg(script).current_dir(d).output().expect("run openssl");
+        assert!(out.status.success(), "openssl failed: {}", String::from_utf8_lossy(&out.stderr));
+        let ca = d.join("ca.pem");
+        let p = |name: &str| d.join(name).display().to_string();
+        let port = free_port();
+        let extra = [
+            "--port".to_owned(),
+            "0".to_owned(),
+            "--tls-port".to_owned(),
+            port.to_string(),
+            "--tls-cert-file".to_owned(),
+            p("server.pem"),
+            "--tls-key-file".to_owned(),
+            p("server.key"),
+            "--tls-ca-cert-file".to_owned(),
+            p("ca.pem"),
+            "--tls-auth-clients".to_owned(),
+            "no".to_owned(),
+        ];
+        let mut server = RedisServer {
+            process: None,
+            port,
+            password: None,
+            extra: extra.to_vec(),
+            cli_extra: vec!["--tls".to_owned(), "--cacert".to_owned(), p("ca.pem")],
+            tls: true,
+            dir,
+            starts: 0,
+        };
+        server.resume();
+        (server, ca)
+    }
+
     pub fn port(&self) -> u16 {
         self.port
     }
 
-    /// `redis://127.0.0.1:PORT/0`, without the password.
+    /// `redis://127.0.0.1:PORT/0` (`rediss://` with TLS), without the password.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        format!("{scheme}://127.0.0.1:{}/0", self.port)
     }
 
     /// Kills the server (SIGKILL): every connection drops at once.
@@ -101,6 +151,7 @@ impl RedisServer {
         if let Some(p) = &self.password {
             command.args(["--no-auth-warning", "-a", p]);
         }
+        command.args(&self.cli_extra);
         let out = command.args(args).output().expect("run redis-cli");
         String::from_utf8_lossy(&out.stdout).trim().to_owned() + String::from_utf8_lossy(&out.stderr).trim()
     }
