@@ -26,7 +26,7 @@ pub(super) fn check(requests: NonZeroU32, window: Window, state: &State, now: Na
 
 #[cfg(test)]
 mod tests {
-    use crate::limiter::{Algorithm, Limit, State, SECOND};
+    use crate::limiter::{tests::hit, Algorithm, Limit, State, SECOND};
     use std::num::NonZeroU32;
 
     use super::*;
@@ -36,16 +36,6 @@ mod tests {
             "minute",
             Algorithm::Fixed { requests: NonZeroU32::new(n).unwrap(), window: Window::Minute },
         )
-    }
-
-    /// Runs one request through roll/check/record, counting it only if allowed.
-    fn hit(limit: &Limit, state: &mut State, now: Nanos) -> Verdict {
-        limit.roll(state, now);
-        let v = limit.check(state, now);
-        if v.allowed {
-            limit.record(state, now);
-        }
-        v
     }
 
     #[test]

@@ -41,7 +41,7 @@ pub(super) fn record(emission: Nanos, state: &mut State, now: Nanos) {
 
 #[cfg(test)]
 mod tests {
-    use crate::limiter::{Algorithm, Limit, State, SECOND};
+    use crate::limiter::{tests::hit, Algorithm, Limit, State, SECOND};
     use std::num::NonZeroU32;
 
     use super::*;
@@ -49,15 +49,6 @@ mod tests {
     /// Traefik's `average = 100, period = 1s, burst = 50`.
     fn traefik_example() -> Limit {
         Limit::new("bucket", Algorithm::Gcra { emission: SECOND / 100, burst: NonZeroU32::new(50).unwrap() })
-    }
-
-    fn hit(limit: &Limit, state: &mut State, now: Nanos) -> crate::limiter::Verdict {
-        limit.roll(state, now);
-        let v = limit.check(state, now);
-        if v.allowed {
-            limit.record(state, now);
-        }
-        v
     }
 
     const T0: Nanos = 1_700_000_000 * SECOND;

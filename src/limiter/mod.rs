@@ -159,3 +159,18 @@ fn stable_id(kind: u8, window: u64) -> u32 {
     }
     h
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// Runs one request through roll, check and record, counting it only if allowed.
+    pub(crate) fn hit(limit: &Limit, state: &mut State, now: Nanos) -> Verdict {
+        limit.roll(state, now);
+        let v = limit.check(state, now);
+        if v.allowed {
+            limit.record(state, now);
+        }
+        v
+    }
+}

@@ -60,7 +60,7 @@ pub(super) fn check(requests: NonZeroU32, window: Window, state: &State, now: Na
 
 #[cfg(test)]
 mod tests {
-    use crate::limiter::{Algorithm, Limit, State, SECOND};
+    use crate::limiter::{tests::hit, Algorithm, Limit, State, SECOND};
     use std::num::NonZeroU32;
 
     use super::*;
@@ -70,15 +70,6 @@ mod tests {
             "minute",
             Algorithm::Sliding { requests: NonZeroU32::new(n).unwrap(), window: Window::Minute },
         )
-    }
-
-    fn hit(limit: &Limit, state: &mut State, now: Nanos) -> crate::limiter::Verdict {
-        limit.roll(state, now);
-        let v = limit.check(state, now);
-        if v.allowed {
-            limit.record(state, now);
-        }
-        v
     }
 
     const T0: Nanos = 1_700_000_040 * SECOND; // a whole minute
