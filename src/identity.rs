@@ -165,6 +165,13 @@ impl Hasher {
         Key(u128::from_be_bytes(bytes))
     }
 
+    /// A stable id of the hashing key, for telling whether stored counters (a snapshot) were
+    /// keyed by it. A keyed hash of a fixed label: it reveals nothing about the key.
+    pub fn key_id(&self) -> u64 {
+        let out = blake3::keyed_hash(&self.key, b"quotagate key id");
+        u64::from_le_bytes(out.as_bytes()[..8].try_into().expect("8 of 32 bytes"))
+    }
+
     pub fn token(&self, token: &[u8]) -> Key {
         self.hash(KIND_TOKEN, token)
     }

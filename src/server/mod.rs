@@ -18,11 +18,12 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 
 use crate::clock::Clock;
 use crate::config::{Backend, Config};
-use crate::store::{Memory, Redis, Store};
+use crate::store::snapshot::SnapshotError;
+use crate::store::{self, Memory, Redis, Store};
 use crate::telemetry::Metrics;
 
 /// Shared state of a running service; cheap to clone.
@@ -201,12 +202,51 @@ pub async fn serve(config: Config, path: Option<std::path::PathBuf>, clock: Cloc
         "quotagate started"
     );
     let state = AppState::new(config, clock);
+    let keeper = snapshots(&state);
     if let Some(path) = path {
         tokio::spawn(reload::watch(state.clone(), path));
     }
     run(state, listener, admin, shutdown_signal(), grace).await?;
+    // After `run`, so in-flight checks have finished and the last snapshot holds them all.
+    if let Some((stop, task)) = keeper {
+        let _ = stop.send(());
+        if let Err(e) = task.await {
+            tracing::error!(error = %e, "the snapshot task failed");
+        }
+    }
     tracing::info!("quotagate stopped");
     Ok(())
+}
+
+/// With `store.memory.snapshot`: restores the counters from the snapshot, then starts the task
+/// that keeps it up to date; send on the returned channel to have it write once more and end.
+fn snapshots(state: &AppState) -> Option<(oneshot::Sender<()>, tokio::task::JoinHandle<()>)> {
+    let config = state.config.load();
+    let (Some(snapshot), Store::Memory(memory)) = (&config.store.snapshot, &state.store) else { return None };
+    let key_id = config.identity.hasher.key_id();
+    // Blocking file I/O on an async worker, but nothing is being served yet.
+    match store::snapshot::load(memory, &snapshot.path, key_id, state.clock.now()) {
+        Ok(entries) => tracing::info!(path = %snapshot.path.display(), entries, "snapshot loaded"),
+        Err(SnapshotError::Missing { .. }) => {
+            tracing::info!(path = %snapshot.path.display(), "no snapshot yet; counting from zero")
+        }
+        Err(e) => tracing::warn!(error = %e, "snapshot ignored; counting from zero"),
+    }
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(store::snapshot::keep(
+        state.clone(),
+        |s: &AppState| match &s.store {
+            Store::Memory(m) => m,
+            Store::Redis(_) => unreachable!("config refuses snapshots unless kind = \"memory\""),
+        },
+        snapshot.clone(),
+        key_id,
+        state.clock.clone(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    Some((stop, task))
 }
 
 /// Completes on SIGTERM or SIGINT.

@@ -150,6 +150,46 @@ impl Memory {
     }
 }
 
+/// One entry as snapshots see it: a copy of its states taken under its lock.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Saved {
+    pub caller: [u64; 2],
+    pub scope: u32,
+    /// Nanoseconds the entry still matters, as of its last update.
+    pub ttl: Nanos,
+    pub states: SmallVec<[(u32, State); 2]>,
+}
+
+impl Memory {
+    /// The most entries this store holds.
+    pub(crate) fn capacity(&self) -> u64 {
+        self.cache.policy().max_capacity().expect("built with max_capacity in `new`")
+    }
+
+    /// A copy of every live entry that has been counted in, one at a time: each entry is
+    /// consistent, the whole is not a point in time. Locks one entry at a time, so it never
+    /// waits on a check that holds several (see the module docs on lock order).
+    pub(crate) fn entries(&self) -> impl Iterator<Item = Saved> + '_ {
+        self.cache.iter().filter_map(|(key, entry)| {
+            let states = entry.states.lock().clone();
+            // An entry created by a check that has not finished yet holds nothing to keep.
+            if states.is_empty() {
+                return None;
+            }
+            let ttl = Nanos::try_from(entry.ttl().as_nanos()).unwrap_or(Nanos::MAX);
+            Some(Saved { caller: key.caller, scope: key.scope, ttl, states })
+        })
+    }
+
+    /// Puts `saved` back, unless an entry for its caller and scope exists already (whose counts
+    /// are newer). Returns whether it was inserted.
+    pub(crate) fn restore(&self, saved: Saved) -> bool {
+        let key = EntryKey { caller: saved.caller, scope: saved.scope };
+        let entry = Entry { states: Mutex::new(saved.states), ttl: AtomicU64::new(saved.ttl.max(1)) };
+        self.cache.entry(key).or_insert_with(|| Arc::new(entry)).is_fresh()
+    }
+}
+
 /// Makes `states[i]` the state of `limits[i]`: keeps the states of limits still configured
 /// (matched by id, so a reload keeps them) and starts new ones fresh.
 fn prune(states: &mut States, limits: &[Limit]) {

@@ -6,6 +6,7 @@
 
 mod memory;
 mod redis;
+pub mod snapshot;
 
 use std::time::Duration;
 

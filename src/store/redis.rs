@@ -91,6 +91,10 @@ impl Breaker {
     }
 }
 
+/// The local tier. Key: caller and the limits' fingerprint. Value: until when, when decided, the
+/// decision.
+type Denials = moka::sync::Cache<(u128, u64), Arc<(Nanos, Nanos, Decision)>>;
+
 /// The Redis store.
 pub struct Redis {
     config: RedisConfig,
@@ -100,8 +104,7 @@ pub struct Redis {
     /// `on_error = "local"`: decides while Redis cannot.
     fallback: Memory,
     /// `local = true`: callers known to be denied, until when.
-    /// Key: caller and the limits' fingerprint. Value: until when, when decided, the decision.
-    denials: Option<moka::sync::Cache<(u128, u64), Arc<(Nanos, Nanos, Decision)>>>,
+    denials: Option<Denials>,
     connected: AtomicBool,
     errors: AtomicU64,
 }

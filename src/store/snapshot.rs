@@ -1,0 +1,613 @@
+//! Snapshots of the memory store: every live entry written to one file on an interval and at
+//! shutdown ([`keep`]), and read back at start ([`load`]), so a restart loses at most one interval
+//! of counts. What to do with a snapshot that cannot be used (log it, start from zero) is the
+//! server's business; this module only refuses it whole, before restoring anything.
+//!
+//! The format is little-endian binary, version 1:
+//!
+//! ```text
+//! header (68 bytes)
+//!   magic     8   "QGSNAP\r\n"
+//!   version   u32 1
+//!   key_id    u64 Hasher::key_id of the identity.hash_key the callers were hashed with
+//!   count     u64 entries in the body
+//!   body_len  u64 bytes in the body
+//!   checksum  32  BLAKE3 of the body followed by the 36 header bytes above
+//! body: `count` entries
+//!   caller    2 x u64
+//!   scope     u32
+//!   expires   u64 nanoseconds since the epoch after which the entry no longer matters
+//!   n         u8  limit states, then n times:
+//!     limit   u32, at u64, count u32, previous u32 (limiter::State)
+//! ```
+//!
+//! A file is written beside the snapshot and renamed over it after an fsync, so a reader finds
+//! the old snapshot or the new one, never half of one.
+
+use std::fs::{self, File, OpenOptions};
+use std::future::Future;
+use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use smallvec::SmallVec;
+
+use super::memory::{Memory, Saved};
+use crate::clock::Clock;
+use crate::config;
+use crate::limiter::{Nanos, State};
+
+const MAGIC: [u8; 8] = *b"QGSNAP\r\n";
+const VERSION: u32 = 1;
+/// Header bytes covered by the checksum: magic, version, key id, count, body length.
+const FIELDS: usize = 8 + 4 + 8 + 8 + 8;
+const HEADER: usize = FIELDS + 32;
+
+/// Why a snapshot was not loaded. Nothing was restored.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// No file at the path: a first start.
+    #[error("no snapshot at {}", path.display())]
+    Missing { path: PathBuf },
+    #[error("snapshot {} is truncated ({len} bytes, expected {expected})", path.display())]
+    Truncated { path: PathBuf, len: u64, expected: u64 },
+    #[error("{} is not a quotagate snapshot", path.display())]
+    NotASnapshot { path: PathBuf },
+    #[error("snapshot {} has format version {version} (this build reads {VERSION})", path.display())]
+    Version { path: PathBuf, version: u32 },
+    /// Written under another `identity.hash_key`: its callers would never match.
+    #[error("snapshot {} was written under another identity.hash_key", path.display())]
+    Foreign { path: PathBuf },
+    #[error("snapshot {} fails its checksum", path.display())]
+    Checksum { path: PathBuf },
+    /// The checksum holds but the body does not parse: written by a broken writer.
+    #[error("snapshot {} is malformed: {reason}", path.display())]
+    Malformed { path: PathBuf, reason: &'static str },
+    #[error("cannot read snapshot {}: {source}", path.display())]
+    Io { path: PathBuf, source: io::Error },
+}
+
+/// Writes every live entry of `memory` to `path`, atomically: into a temporary file in the same
+/// directory, fsynced and renamed over `path` (the temporary file is removed on error). `key_id`
+/// is [`Hasher::key_id`](crate::identity::Hasher::key_id) of the key the callers were hashed
+/// with; `now` turns each entry's time to live into an absolute expiry. Returns the number of
+/// entries written, never more than the store can hold. Blocking: file I/O, and a pass over the
+/// whole cache.
+pub fn write(memory: &Memory, path: &Path, key_id: u64, now: Nanos) -> io::Result<usize> {
+    let name = path.file_name().ok_or_else(|| {
+        io::Error::new(io::ErrorKind::InvalidInput, format!("{} names no file", path.display()))
+    })?;
+    // Per process, so two processes misconfigured onto one path do not write into one file.
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(format!(".tmp.{}", std::process::id()));
+    let tmp = Temporary(path.with_file_name(tmp_name));
+
+    let mut options = OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        // Hashed callers and their usage: nobody else's business.
+        options.mode(0o600);
+    }
+    let mut out = BufWriter::with_capacity(1 << 16, options.open(&tmp.0)?);
+    // The header is written last, once the count and the checksum are known, so the body is
+    // streamed instead of held in memory.
+    out.write_all(&[0; HEADER])?;
+    let mut hasher = blake3::Hasher::new();
+    let (mut count, mut body_len) = (0u64, 0u64);
+    let mut buf = Vec::with_capacity(256);
+    // `iter` visits live entries only, but the cache may briefly hold more than its capacity
+    // before eviction catches up; the snapshot never does.
+    for saved in memory.entries().take(usize::try_from(memory.capacity()).unwrap_or(usize::MAX)) {
+        buf.clear();
+        if !encode(&saved, now, &mut buf) {
+            continue;
+        }
+        hasher.update(&buf);
+        out.write_all(&buf)?;
+        count += 1;
+        body_len += buf.len() as u64;
+    }
+    let mut fields = [0u8; FIELDS];
+    fields[..8].copy_from_slice(&MAGIC);
+    fields[8..12].copy_from_slice(&VERSION.to_le_bytes());
+    fields[12..20].copy_from_slice(&key_id.to_le_bytes());
+    fields[20..28].copy_from_slice(&count.to_le_bytes());
+    fields[28..36].copy_from_slice(&body_len.to_le_bytes());
+    hasher.update(&fields);
+    let mut file = out.into_inner().map_err(io::IntoInnerError::into_error)?;
+    file.seek(SeekFrom::Start(0))?;
+    file.write_all(&fields)?;
+    file.write_all(hasher.finalize().as_bytes())?;
+    file.sync_all()?;
+    drop(file);
+    fs::rename(&tmp.0, path)?;
+    std::mem::forget(tmp);
+    // Makes the rename itself durable. Best effort: some file systems refuse to sync a
+    // directory, and the snapshot is in place either way.
+    if let Some(dir) = path.parent() {
+        let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+        let _ = File::open(dir).and_then(|d| d.sync_all());
+    }
+    Ok(usize::try_from(count).expect("no more entries than fit in memory"))
+}
+
+/// A file removed when dropped: the temporary file, until it is renamed.
+struct Temporary(PathBuf);
+
+impl Drop for Temporary {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.0);
+    }
+}
+
+/// Appends `saved` to `buf`; false if it cannot be written (more than 255 limits in a scope,
+/// which the u8 limit index of a verdict rules out).
+fn encode(saved: &Saved, now: Nanos, buf: &mut Vec<u8>) -> bool {
+    let Ok(n) = u8::try_from(saved.states.len()) else { return false };
+    buf.extend_from_slice(&saved.caller[0].to_le_bytes());
+    buf.extend_from_slice(&saved.caller[1].to_le_bytes());
+    buf.extend_from_slice(&saved.scope.to_le_bytes());
+    buf.extend_from_slice(&now.saturating_add(saved.ttl).to_le_bytes());
+    buf.push(n);
+    for (limit, state) in &saved.states {
+        buf.extend_from_slice(&limit.to_le_bytes());
+        buf.extend_from_slice(&state.at.to_le_bytes());
+        buf.extend_from_slice(&state.count.to_le_bytes());
+        buf.extend_from_slice(&state.previous.to_le_bytes());
+    }
+    true
+}
+
+/// Restores into `memory` the entries of the snapshot at `path` that have not expired at `now`,
+/// each with what remained of its time to live, and returns how many. `key_id` must be the one
+/// the snapshot was written with (see [`write`]). The whole file is checked before anything is
+/// restored: on error, nothing was. An entry that exists already is kept (its counts are newer),
+/// and no more entries are restored than the store can hold. Blocking: file I/O.
+pub fn load(memory: &Memory, path: &Path, key_id: u64, now: Nanos) -> Result<usize, SnapshotError> {
+    let body = read(path, key_id)?;
+    let capacity = usize::try_from(memory.capacity()).unwrap_or(usize::MAX);
+    let mut restored = 0;
+    for (saved, expires) in Entries(&body) {
+        if restored == capacity {
+            break;
+        }
+        if expires > now {
+            restored += usize::from(memory.restore(Saved { ttl: expires - now, ..saved }));
+        }
+    }
+    Ok(restored)
+}
+
+/// Reads and checks the snapshot at `path`; returns its body, whose every entry parses.
+fn read(path: &Path, key_id: u64) -> Result<Vec<u8>, SnapshotError> {
+    let io = |source: io::Error| SnapshotError::Io { path: path.to_owned(), source };
+    let mut file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(SnapshotError::Missing { path: path.to_owned() })
+        }
+        Err(e) => return Err(io(e)),
+    };
+    let len = file.metadata().map_err(io)?.len();
+    // The header first, so a wrong path to a large file is refused without reading it.
+    let mut header = Vec::with_capacity(HEADER);
+    (&mut file).take(HEADER as u64).read_to_end(&mut header).map_err(io)?;
+    let seen = header.len().min(MAGIC.len());
+    if header[..seen] != MAGIC[..seen] {
+        return Err(SnapshotError::NotASnapshot { path: path.to_owned() });
+    }
+    let truncated = |expected: u64| SnapshotError::Truncated { path: path.to_owned(), len, expected };
+    if header.len() < HEADER {
+        return Err(truncated(HEADER as u64));
+    }
+    let u32_at = |i: usize| u32::from_le_bytes(header[i..i + 4].try_into().expect("4 bytes"));
+    let u64_at = |i: usize| u64::from_le_bytes(header[i..i + 8].try_into().expect("8 bytes"));
+    let version = u32_at(8);
+    if version != VERSION {
+        return Err(SnapshotError::Version { path: path.to_owned(), version });
+    }
+    let (written_key, count, body_len) = (u64_at(12), u64_at(20), u64_at(28));
+    let expected = body_len.saturating_add(HEADER as u64);
+    if len < expected {
+        return Err(truncated(expected));
+    }
+    let malformed = |reason| SnapshotError::Malformed { path: path.to_owned(), reason };
+    if len > expected {
+        return Err(malformed("bytes after the last entry"));
+    }
+    let mut body = Vec::with_capacity(usize::try_from(body_len).map_err(|_| malformed("too large"))?);
+    file.read_to_end(&mut body).map_err(io)?;
+    if body.len() as u64 != body_len {
+        // The file changed under us; whoever writes snapshots renames, so it should not.
+        return Err(truncated(expected));
+    }
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(&body);
+    hasher.update(&header[..FIELDS]);
+    // `blake3::Hash` compares in constant time; not that it matters here.
+    if hasher.finalize() != blake3::Hash::from_bytes(header[FIELDS..].try_into().expect("32 bytes")) {
+        return Err(SnapshotError::Checksum { path: path.to_owned() });
+    }
+    if written_key != key_id {
+        return Err(SnapshotError::Foreign { path: path.to_owned() });
+    }
+    let mut entries = Entries(&body);
+    let parsed = entries.by_ref().count() as u64;
+    if !entries.0.is_empty() {
+        return Err(malformed("an entry is cut short"));
+    }
+    if parsed != count {
+        return Err(malformed("the entry count does not match the header"));
+    }
+    Ok(body)
+}
+
+/// The entries of a body with their expiry; stops at the first that does not parse, leaving
+/// the rest unread.
+struct Entries<'a>(&'a [u8]);
+
+impl Entries<'_> {
+    fn take<const N: usize>(&mut self) -> Option<[u8; N]> {
+        let (head, rest) = self.0.split_first_chunk::<N>()?;
+        self.0 = rest;
+        Some(*head)
+    }
+
+    fn u32(&mut self) -> Option<u32> {
+        self.take().map(u32::from_le_bytes)
+    }
+
+    fn u64(&mut self) -> Option<u64> {
+        self.take().map(u64::from_le_bytes)
+    }
+
+    fn entry(&mut self) -> Option<(Saved, Nanos)> {
+        let caller = [self.u64()?, self.u64()?];
+        let scope = self.u32()?;
+        let expires = self.u64()?;
+        let [n] = self.take::<1>()?;
+        let mut states = SmallVec::with_capacity(usize::from(n));
+        for _ in 0..n {
+            let limit = self.u32()?;
+            let state = State { at: self.u64()?, count: self.u32()?, previous: self.u32()? };
+            states.push((limit, state));
+        }
+        Some((Saved { caller, scope, ttl: 0, states }, expires))
+    }
+}
+
+impl Iterator for Entries<'_> {
+    type Item = (Saved, Nanos);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let before = self.0;
+        let entry = self.entry();
+        if entry.is_none() {
+            self.0 = before;
+        }
+        entry
+    }
+}
+
+/// Keeps the snapshot at `snapshot.path` up to date: writes it every `snapshot.interval` until
+/// `stop` completes, then once more, and returns. Await it after the server has stopped taking
+/// checks, so the last write holds every count.
+///
+/// The store is reached through `owner` (cloned for each write, e.g. the server's `AppState`)
+/// and `memory`, so that each write can run on a blocking thread, which needs owned data.
+/// `key_id` is [`Hasher::key_id`](crate::identity::Hasher::key_id) of the key callers are hashed
+/// with; a reload that changes `identity.hash_key` makes the snapshots foreign to the next start
+/// (refused, counting from zero) unless the hash key goes back. Errors are logged with the path
+/// and retried at the next interval; writes are logged at debug, the last one at info.
+pub async fn keep<S>(
+    owner: S,
+    memory: fn(&S) -> &Memory,
+    snapshot: config::Snapshot,
+    key_id: u64,
+    clock: Clock,
+    stop: impl Future<Output = ()>,
+) where
+    S: Clone + Send + 'static,
+{
+    let period = snapshot.interval;
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    // A write that takes longer than the interval pushes the next one back instead of
+    // starting a burst of writes to catch up.
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            biased;
+            () = &mut stop => break,
+            _ = ticker.tick() => write_logged(&owner, memory, &snapshot.path, key_id, &clock, false).await,
+        }
+    }
+    write_logged(&owner, memory, &snapshot.path, key_id, &clock, true).await;
+}
+
+async fn write_logged<S>(
+    owner: &S,
+    memory: fn(&S) -> &Memory,
+    path: &Path,
+    key_id: u64,
+    clock: &Clock,
+    last: bool,
+) where
+    S: Clone + Send + 'static,
+{
+    let (owner, target) = (owner.clone(), path.to_owned());
+    let now = clock.now();
+    let started = Instant::now();
+    // `spawn_blocking`, not `block_in_place`: a write walks the whole cache and fsyncs, which
+    // must not hold an async worker, and unlike `block_in_place` it also works on a
+    // current-thread runtime (tests). Writes never overlap: each is awaited before the next.
+    let written = tokio::task::spawn_blocking(move || write(memory(&owner), &target, key_id, now)).await;
+    let took = started.elapsed();
+    let path = path.display();
+    match written {
+        Ok(Ok(count)) if last => tracing::info!(%path, count, ?took, "snapshot written"),
+        Ok(Ok(count)) => tracing::debug!(%path, count, ?took, "snapshot written"),
+        Ok(Err(error)) if last => {
+            tracing::error!(%path, %error, "cannot write snapshot; counts since the last one are lost")
+        }
+        Ok(Err(error)) => {
+            tracing::warn!(%path, %error, "cannot write snapshot; retrying at the next interval")
+        }
+        Err(error) => tracing::error!(%path, %error, "the snapshot writer failed"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::num::NonZeroU32;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::identity::Key;
+    use crate::limiter::{Algorithm, Limit, Window, SECOND};
+    use crate::store::{Counting, Scoped};
+
+    /// 2026-03-10T12:00:00Z.
+    const NOW: Nanos = 1_773_144_000 * SECOND;
+    const KEY_ID: u64 = 0x5eed;
+
+    fn limits() -> Vec<Limit> {
+        let fixed =
+            |requests, window| Algorithm::Fixed { requests: NonZeroU32::new(requests).unwrap(), window };
+        vec![Limit::new("minute", fixed(5, Window::Minute)), Limit::new("month", fixed(3, Window::Month))]
+    }
+
+    fn hit(memory: &Memory, caller: u128, limits: &[Limit], now: Nanos) -> bool {
+        memory.check(Key(caller), &[Scoped { scope: 0, limits }], now, Counting::AllowedOnly).allowed
+    }
+
+    /// A store where callers 1..=n have made one request each and caller 1 two more.
+    fn store(n: u128) -> Memory {
+        let memory = Memory::new(1000);
+        let limits = limits();
+        for caller in 1..=n {
+            assert!(hit(&memory, caller, &limits, NOW));
+        }
+        assert!(hit(&memory, 1, &limits, NOW) && hit(&memory, 1, &limits, NOW));
+        memory
+    }
+
+    fn sorted(memory: &Memory) -> Vec<Saved> {
+        let mut all: Vec<Saved> = memory.entries().map(|s| Saved { ttl: 0, ..s }).collect();
+        all.sort_by_key(|s| (s.caller, s.scope));
+        all
+    }
+
+    #[test]
+    fn a_snapshot_restores_every_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("counters.snap");
+        let before = store(50);
+        assert_eq!(write(&before, &path, KEY_ID, NOW).unwrap(), 50);
+
+        let after = Memory::new(1000);
+        assert_eq!(load(&after, &path, KEY_ID, NOW + SECOND).unwrap(), 50);
+        assert_eq!(sorted(&after), sorted(&before));
+        // Caller 1 used all three of its monthly requests before the restart.
+        let limits = limits();
+        assert!(!hit(&after, 1, &limits, NOW + 2 * SECOND));
+        assert!(hit(&after, 2, &limits, NOW + 2 * SECOND));
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1, "no temporary file left behind");
+    }
+
+    #[test]
+    fn a_restored_entry_keeps_what_remained_of_its_time_to_live() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("counters.snap");
+        let before = store(1);
+        let ttl = before.entries().next().unwrap().ttl;
+        write(&before, &path, KEY_ID, NOW).unwrap();
+        let after = Memory::new(10);
+        load(&after, &path, KEY_ID, NOW + 10 * SECOND).unwrap();
+        assert_eq!(after.entries().next().unwrap().ttl, ttl - 10 * SECOND);
+    }
+
+    #[test]
+    fn expired_entries_are_not_restored() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("counters.snap");
+        let memory = Memory::new(100);
+        let minute = [limits().remove(0)];
+        let month = [limits().remove(1)];
+        assert!(hit(&memory, 1, &minute, NOW));
+        assert!(hit(&memory, 2, &month, NOW));
+        assert_eq!(write(&memory, &path, KEY_ID, NOW).unwrap(), 2);
+
+        // An hour later the minute window is long over; the month is not.
+        let after = Memory::new(100);
+        assert_eq!(load(&after, &path, KEY_ID, NOW + 3600 * SECOND).unwrap(), 1);
+        assert_eq!(after.entries().map(|s| s.caller).collect::<Vec<_>>(), [[0, 2]]);
+    }
+
+    #[test]
+    fn no_more_entries_than_the_store_holds_are_restored() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("counters.snap");
+        write(&store(50), &path, KEY_ID, NOW).unwrap();
+        let small = Memory::new(10);
+        assert_eq!(load(&small, &path, KEY_ID, NOW).unwrap(), 10);
+    }
+
+    #[test]
+    fn a_restore_keeps_newer_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("counters.snap");
+        write(&store(1), &path, KEY_ID, NOW).unwrap();
+        let memory = Memory::new(10);
+        let limits = limits();
+        assert!(hit(&memory, 1, &limits, NOW));
+        assert_eq!(load(&memory, &path, KEY_ID, NOW).unwrap(), 0);
+        assert!(hit(&memory, 1, &limits, NOW) && hit(&memory, 1, &limits, NOW));
+    }
+
+    #[test]
+    fn an_empty_store_writes_an_empty_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("counters.snap");
+        assert_eq!(write(&Memory::new(10), &path, KEY_ID, NOW).unwrap(), 0);
+        assert_eq!(fs::metadata(&path).unwrap().len(), HEADER as u64);
+        assert_eq!(load(&Memory::new(10), &path, KEY_ID, NOW).unwrap(), 0);
+    }
+
+    #[test]
+    fn a_missing_file_is_told_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("counters.snap");
+        let err = load(&Memory::new(10), &path, KEY_ID, NOW).unwrap_err();
+        assert!(matches!(err, SnapshotError::Missing { .. }), "{err:?}");
+        assert_eq!(err.to_string(), format!("no snapshot at {}", path.display()));
+    }
+
+    #[test]
+    fn a_snapshot_cut_at_any_byte_is_refused_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("counters.snap");
+        write(&store(3), &path, KEY_ID, NOW).unwrap();
+        let bytes = fs::read(&path).unwrap();
+        let cut = dir.path().join("cut.snap");
+        for len in 0..bytes.len() {
+            fs::write(&cut, &bytes[..len]).unwrap();
+            let memory = Memory::new(10);
+            let err = load(&memory, &cut, KEY_ID, NOW).unwrap_err();
+            assert!(matches!(err, SnapshotError::Truncated { .. }), "cut at {len}: {err:?}");
+            assert_eq!(memory.live_keys(), 0, "cut at {len}: restored something");
+        }
+        fs::write(&cut, [&bytes[..], b"x"].concat()).unwrap();
+        let err = load(&Memory::new(10), &cut, KEY_ID, NOW).unwrap_err();
+        assert!(matches!(err, SnapshotError::Malformed { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn any_flipped_bit_is_refused_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("counters.snap");
+        write(&store(3), &path, KEY_ID, NOW).unwrap();
+        let bytes = fs::read(&path).unwrap();
+        let flipped = dir.path().join("flipped.snap");
+        for i in 0..bytes.len() {
+            let mut copy = bytes.clone();
+            copy[i] ^= 0x10;
+            fs::write(&flipped, &copy).unwrap();
+            let memory = Memory::new(10);
+            let err = load(&memory, &flipped, KEY_ID, NOW).unwrap_err();
+            // Magic, version and length are told apart; everything else is the checksum's.
+            let expected = match i {
+                0..8 => matches!(err, SnapshotError::NotASnapshot { .. }),
+                8..12 => matches!(err, SnapshotError::Version { .. }),
+                28..36 => matches!(err, SnapshotError::Truncated { .. } | SnapshotError::Malformed { .. }),
+                _ => matches!(err, SnapshotError::Checksum { .. }),
+            };
+            assert!(expected, "bit flipped in byte {i}: {err:?}");
+            assert_eq!(memory.live_keys(), 0, "byte {i}: restored something");
+        }
+    }
+
+    #[test]
+    fn a_snapshot_under_another_hash_key_is_foreign() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("counters.snap");
+        write(&store(3), &path, KEY_ID, NOW).unwrap();
+        let memory = Memory::new(10);
+        let err = load(&memory, &path, KEY_ID + 1, NOW).unwrap_err();
+        assert!(matches!(err, SnapshotError::Foreign { .. }), "{err:?}");
+        assert_eq!(memory.live_keys(), 0);
+    }
+
+    #[test]
+    fn garbage_is_not_a_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("counters.snap");
+        fs::write(&path, b"this is not a snapshot, just some text that is long enough").unwrap();
+        let err = load(&Memory::new(10), &path, KEY_ID, NOW).unwrap_err();
+        assert!(matches!(err, SnapshotError::NotASnapshot { .. }), "{err:?}");
+        assert_eq!(err.to_string(), format!("{} is not a quotagate snapshot", path.display()));
+    }
+
+    #[test]
+    fn a_failed_write_leaves_the_old_snapshot_and_no_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("counters.snap");
+        write(&store(3), &path, KEY_ID, NOW).unwrap();
+        let old = fs::read(&path).unwrap();
+        // A directory where the temporary file would go makes the write fail.
+        let tmp = dir.path().join(format!(".counters.snap.tmp.{}", std::process::id()));
+        fs::create_dir(&tmp).unwrap();
+        assert!(write(&store(5), &path, KEY_ID, NOW).is_err());
+        assert_eq!(fs::read(&path).unwrap(), old);
+        fs::remove_dir(&tmp).unwrap();
+        // A write into a directory that does not exist fails without a trace.
+        let nowhere = dir.path().join("missing").join("counters.snap");
+        assert_eq!(write(&store(1), &nowhere, KEY_ID, NOW).unwrap_err().kind(), io::ErrorKind::NotFound);
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn the_key_id_tells_hash_keys_apart_and_is_stable() {
+        use crate::identity::Hasher;
+        let a = Hasher::new(b"0123456789abcdef");
+        assert_eq!(a.key_id(), Hasher::new(b"0123456789abcdef").key_id());
+        assert_ne!(a.key_id(), Hasher::new(b"0123456789abcdeF").key_id());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn keep_writes_on_the_interval_and_once_more_at_the_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("counters.snap");
+        let memory = Arc::new(store(2));
+        let snapshot = config::Snapshot { path: path.clone(), interval: Duration::from_secs(10) };
+        let clock = Clock::manual(NOW);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let stopped = async {
+            let _ = stopped.await;
+        };
+        fn kept(m: &Arc<Memory>) -> &Memory {
+            m
+        }
+        let keeper = tokio::spawn(keep(memory.clone(), kept, snapshot, KEY_ID, clock.clone(), stopped));
+
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert!(!path.exists(), "written before the first interval");
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        let mut waited = 0;
+        while !path.exists() {
+            assert!(waited < 1000, "nothing written after the first interval");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            waited += 1;
+        }
+        assert_eq!(load(&Memory::new(10), &path, KEY_ID, NOW).unwrap(), 2);
+
+        assert!(hit(&memory, 3, &limits(), NOW));
+        stop.send(()).unwrap();
+        keeper.await.unwrap();
+        assert_eq!(load(&Memory::new(10), &path, KEY_ID, NOW).unwrap(), 3, "the last write has every count");
+    }
+}
