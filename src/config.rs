@@ -259,7 +259,7 @@ pub enum OnError {
 pub struct RedisConfig {
     /// One URL (`redis://` or `rediss://`), or several for Redis Cluster. Passwords in URLs
     /// are kept here but never printed: see [`redact`].
-    pub urls: Vec<String>,
+    pub urls: Vec<RedisUrl>,
     pub cluster: bool,
     /// From `password_file` or `password_env`; a password in the URL stays in the URL.
     pub password: Option<Secret>,
@@ -271,6 +271,22 @@ pub struct RedisConfig {
     pub breaker_reattempt: Duration,
     /// Answer denials for keys known to be over their limit from memory, without Redis.
     pub local: bool,
+}
+
+/// A Redis URL, which may hold a password: `Debug` and `Display` redact it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisUrl(pub String);
+
+impl fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", redact(&self.0))
+    }
+}
+
+impl fmt::Display for RedisUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&redact(&self.0))
+    }
 }
 
 /// A Redis URL with any password replaced by `***`.
@@ -339,7 +355,7 @@ impl Config {
         let store = match &self.store.backend {
             Backend::Memory => format!("memory (at most {} keys)", self.store.max_keys),
             Backend::Redis(r) => {
-                let urls: Vec<String> = r.urls.iter().map(|u| redact(u)).collect();
+                let urls: Vec<String> = r.urls.iter().map(ToString::to_string).collect();
                 let kind = if r.cluster { "redis cluster" } else { "redis" };
                 format!("{kind} {} (on error: {:?})", urls.join(", "), r.on_error)
             }
@@ -786,7 +802,7 @@ impl Validator {
             return None;
         }
         Some(RedisConfig {
-            urls,
+            urls: urls.into_iter().map(RedisUrl).collect(),
             cluster,
             password,
             prefix,

@@ -136,7 +136,27 @@ limits = [{ requests = 10, per = "minute" }, { requests = 20, per = "60s" }]"#,
         ),
         (
             "[plans.free]\nlimits = [{ requests = 1, per = \"second\" }]\n[store]\nkind = \"etcd\"\nmax_keys = 0",
-            &["store.max_keys: must be greater than 0 (got 0)", r#"store.kind: unknown store "etcd" (expected "memory")"#],
+            &["store.max_keys: must be greater than 0 (got 0)", r#"store.kind: unknown store "etcd" (expected "memory" or "redis")"#],
+        ),
+        (
+            "[plans.free]\nlimits = [{ requests = 1, per = \"second\" }]\n[store]\nkind = \"redis\"\n[store.redis]\nurl = \"http://:hunter2@cache:6379\"\non_error = \"panic\"\nbreaker_threshold = 0\ncommand_timeout = \"0s\"",
+            &[
+                r#"store.redis.url: unsupported scheme "http" (expected redis:// or rediss://)"#,
+                r#"store.redis.on_error: unknown value "panic" (expected "local", "allow" or "deny")"#,
+                "store.redis.breaker_threshold: must be between 1 and 1000 (got 0)",
+                "store.redis.command_timeout: must be longer than 0s",
+            ],
+        ),
+        (
+            "[plans.free]\nlimits = [{ requests = 1, per = \"second\" }]\n[store]\nkind = \"redis\"",
+            &[r#"store.redis: missing: kind = "redis" needs [store.redis] with url or cluster"#],
+        ),
+        (
+            "[plans.free]\nlimits = [{ requests = 1, per = \"second\" }]\n[store]\nkind = \"redis\"\n[store.redis]\nurl = \"redis://x:6379\"\npassword_env = \"QUOTAGATE_TEST_UNSET_VARIABLE\"\n[store.memory]\nsnapshot = { path = \"c.snap\", interval = \"100ms\" }",
+            &[
+                "store.memory.snapshot.interval: must be at least 1s (got 100ms)",
+                "store.redis.password_env: environment variable QUOTAGATE_TEST_UNSET_VARIABLE is not set",
+            ],
         ),
     ];
     for (text, expected) in table {
@@ -182,4 +202,17 @@ fn a_missing_file_is_a_clear_error() {
         err.to_string(),
         "cannot read /nonexistent/quotagate.toml: No such file or directory (os error 2)"
     );
+}
+
+#[test]
+fn redis_passwords_never_appear_in_messages_or_summaries() {
+    let text = "[plans.free]\nlimits = [{ requests = 1, per = \"second\" }]\n[store]\nkind = \"redis\"\n[store.redis]\nurl = \"redis://:hunter2@cache:6379/0\"";
+    let config = Config::parse(text, "t.toml", None).unwrap();
+    assert!(config.summary().contains("redis://:***@cache:6379/0"), "{}", config.summary());
+    assert!(!config.summary().contains("hunter2"));
+    let debug = format!("{:?}", config.store);
+    assert!(!debug.contains("hunter2") && debug.contains(":***@cache"), "{debug}");
+    let bad = text.replace("redis://", "http://");
+    let err = Config::parse(&bad, "t.toml", None).unwrap_err().to_string();
+    assert!(!err.contains("hunter2"), "{err}");
 }

@@ -24,7 +24,7 @@ use redis::{Client, IntoConnectionInfo, Script};
 use smallvec::SmallVec;
 
 use super::{Counting, Decision, Judged, Memory, Scoped, StoreError};
-use crate::config::{redact, OnError, RedisConfig};
+use crate::config::{OnError, RedisConfig};
 use crate::identity::Key;
 use crate::limiter::{Algorithm, Nanos, Verdict};
 
@@ -119,7 +119,7 @@ impl Redis {
     /// A store for `config`; nothing is connected yet (see [`Redis::connect`]). `max_keys`
     /// bounds the in-memory fallback and local tier.
     pub fn new(config: RedisConfig, max_keys: u64) -> Redis {
-        if config.urls.iter().any(|u| u.starts_with("rediss://")) {
+        if config.urls.iter().any(|u| u.0.starts_with("rediss://")) {
             // rustls needs a process-wide crypto provider; a second install is harmless.
             let _ = rustls::crypto::ring::default_provider().install_default();
         }
@@ -143,7 +143,7 @@ impl Redis {
 
     /// The URLs, passwords redacted.
     pub fn describe(&self) -> String {
-        self.config.urls.iter().map(|u| redact(u)).collect::<Vec<_>>().join(", ")
+        self.config.urls.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
     }
 
     pub fn health(&self) -> Health {
@@ -175,7 +175,7 @@ impl Redis {
         let c = &self.config;
         let why = |e: redis::RedisError| e.to_string();
         if c.cluster {
-            let mut builder = redis::cluster::ClusterClient::builder(c.urls.iter().map(String::as_str))
+            let mut builder = redis::cluster::ClusterClient::builder(c.urls.iter().map(|u| u.0.as_str()))
                 .connection_timeout(c.connect_timeout)
                 .response_timeout(c.command_timeout)
                 .retries(1);
@@ -192,7 +192,7 @@ impl Redis {
             redis::cmd("PING").query_async::<String>(&mut probe).await.map_err(why)?;
             Ok(Conn::Cluster(conn))
         } else {
-            let mut info = c.urls[0].as_str().into_connection_info().map_err(why)?;
+            let mut info = c.urls[0].0.as_str().into_connection_info().map_err(why)?;
             if let Some(p) = &c.password {
                 let settings = info.redis_settings().clone().set_password(&p.0);
                 info = info.set_redis_settings(settings);
