@@ -94,5 +94,5 @@ fn serve(args: Serve) -> anyhow::Result<()> {
     let format =
         telemetry::LogFormat::parse(&format).context("QUOTAGATE_LOG_FORMAT must be pretty or json")?;
     telemetry::init(&log, format).map_err(anyhow::Error::msg)?;
-    runtime().block_on(server::serve(config, args.config, Clock::System))
+    runtime().block_on(server::serve(config, args.config, args.listen, Clock::System))
 }

@@ -183,8 +183,14 @@ pub async fn healthcheck(url: &str) -> Result<(), String> {
 }
 
 /// Runs the service for `config` until SIGTERM or SIGINT: binds its listeners, watches `path`
-/// (if any) for reloads, and shuts down gracefully.
-pub async fn serve(config: Config, path: Option<std::path::PathBuf>, clock: Clock) -> anyhow::Result<()> {
+/// (if any) for reloads, and shuts down gracefully. `listen_override` is the command line's
+/// `--listen`, already applied to `config` and applied again to each reloaded config.
+pub async fn serve(
+    config: Config,
+    path: Option<std::path::PathBuf>,
+    listen_override: Option<SocketAddr>,
+    clock: Clock,
+) -> anyhow::Result<()> {
     use anyhow::Context as _;
     let listen = config.server.listen;
     let admin_addr = config.server.admin_listen;
@@ -204,7 +210,7 @@ pub async fn serve(config: Config, path: Option<std::path::PathBuf>, clock: Cloc
     let state = AppState::new(config, clock);
     let keeper = snapshots(&state);
     if let Some(path) = path {
-        tokio::spawn(reload::watch(state.clone(), path));
+        tokio::spawn(reload::watch(state.clone(), path, listen_override));
     }
     run(state, listener, admin, shutdown_signal(), grace).await?;
     // After `run`, so in-flight checks have finished and the last snapshot holds them all.

@@ -7,6 +7,7 @@
 //! than inotify: polling sees edits through bind mounts, Docker configs and symlink swaps alike
 //! and costs one `stat` per file per interval.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -28,10 +29,14 @@ fn stamps(files: &[PathBuf]) -> Vec<Stamp> {
     files.iter().map(|f| stamp(f)).collect()
 }
 
-/// Reloads `path` into `state` now. Returns whether the new config is in force.
-pub fn reload(state: &AppState, path: &Path) -> bool {
+/// Reloads `path` into `state` now. `listen` is the command line's `--listen`, which overrides
+/// the file as it did at start. Returns whether the new config is in force.
+pub fn reload(state: &AppState, path: &Path, listen: Option<SocketAddr>) -> bool {
     match Config::load(path) {
-        Ok(new) => {
+        Ok(mut new) => {
+            if let Some(listen) = listen {
+                new.server.listen = listen;
+            }
             let old = state.config.load();
             if new.server != old.server || new.store != old.store {
                 tracing::warn!(
@@ -52,7 +57,7 @@ pub fn reload(state: &AppState, path: &Path) -> bool {
 }
 
 /// Watches for SIGHUP and file changes until the process ends. `path` is the config file.
-pub async fn watch(state: AppState, path: PathBuf) {
+pub async fn watch(state: AppState, path: PathBuf, listen: Option<SocketAddr>) {
     let mut hup = match signal(SignalKind::hangup()) {
         Ok(s) => s,
         Err(e) => {
@@ -75,7 +80,7 @@ pub async fn watch(state: AppState, path: PathBuf) {
         tokio::select! {
             _ = hup.recv() => {
                 tracing::info!(path = %path.display(), "SIGHUP: reloading config");
-                reload(&state, &path);
+                reload(&state, &path, listen);
             }
             () = tick => {
                 let now = stamps(&state.config.load().files);
@@ -83,7 +88,7 @@ pub async fn watch(state: AppState, path: PathBuf) {
                     continue;
                 }
                 tracing::info!(path = %path.display(), "config file changed: reloading");
-                reload(&state, &path);
+                reload(&state, &path, listen);
             }
         }
         // Whatever the outcome, remember what was seen so a broken file is reported once.
