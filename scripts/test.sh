@@ -105,7 +105,7 @@ say "lint"
 run cargo clippy --all-targets -- -D warnings
 say "test"
 # Integration tests spawn target/debug/quotagate (CARGO_BIN_EXE_quotagate), built once here.
-run cargo test --all-targets
+run cargo test --all-targets --no-fail-fast
 if [ -d benches ] && [ -n "$(find benches -type f -print -quit)" ]; then
     say "benchmarks compile"
     run cargo bench --no-run
