@@ -106,6 +106,9 @@ run cargo clippy --all-targets -- -D warnings
 say "test"
 # Integration tests spawn target/debug/quotagate (CARGO_BIN_EXE_quotagate), built once here.
 run cargo test --all-targets --no-fail-fast
+say "containers"
+# Skips, saying why, when no Docker engine answers.
+run bash scripts/docker-test.sh
 if [ -d benches ] && [ -n "$(find benches -type f -print -quit)" ]; then
     say "benchmarks compile"
     run cargo bench --no-run

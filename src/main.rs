@@ -14,7 +14,7 @@ Examples:
   quotagate                                  serve the embedded default (10 requests/minute per token)
   quotagate serve --config quotagate.toml    serve with a config file (reloaded on SIGHUP and on change)
   quotagate check-config quotagate.toml      validate a config and print a summary
-  quotagate healthcheck --url http://127.0.0.1:8080/healthz
+  quotagate healthcheck                      exit 0 if this service's /healthz answers (same config and env)
 
 Environment: QUOTAGATE_CONFIG, QUOTAGATE_LISTEN, QUOTAGATE_LOG (e.g. info, quotagate=debug),
 QUOTAGATE_LOG_FORMAT (pretty | json).";
@@ -35,10 +35,14 @@ enum Command {
     Serve(Serve),
     /// Validate a config file: print a summary, or every problem and exit 1.
     CheckConfig { file: PathBuf },
-    /// Exit 0 if the service's /healthz answers 200 (for container health checks).
+    /// Exit 0 if the service's /healthz answers 200 (for container health checks). Without
+    /// --url, asks the address the service itself would use: the config's admin_listen or
+    /// listen (QUOTAGATE_CONFIG, QUOTAGATE_LISTEN apply), on loopback.
     Healthcheck {
-        #[arg(long, default_value = "http://127.0.0.1:8080/healthz")]
-        url: String,
+        #[arg(long)]
+        url: Option<String>,
+        #[command(flatten)]
+        serve: Serve,
     },
 }
 
@@ -56,9 +60,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::CheckConfig { file }) => check_config(&file),
-        Some(Command::Healthcheck { url }) => {
-            runtime().block_on(server::healthcheck(&url)).map_err(anyhow::Error::msg)
-        }
+        Some(Command::Healthcheck { url, serve }) => healthcheck(url, serve),
         Some(Command::Serve(args)) => serve(args),
         None => serve(cli.serve),
     };
@@ -77,11 +79,25 @@ fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a tokio runtime can start")
+fn healthcheck(url: Option<String>, args: Serve) -> anyhow::Result<()> {
+    let url = match url {
+        Some(url) => url,
+        None => {
+            let config = load(&args)?;
+            let mut addr = config.server.admin_listen.unwrap_or(config.server.listen);
+            if addr.ip().is_unspecified() {
+                let loopback: std::net::IpAddr =
+                    if addr.is_ipv4() { [127, 0, 0, 1].into() } else { [0u16, 0, 0, 0, 0, 0, 0, 1].into() };
+                addr.set_ip(loopback);
+            }
+            format!("http://{addr}/healthz")
+        }
+    };
+    runtime().block_on(server::healthcheck(&url)).map_err(anyhow::Error::msg)
 }
 
-fn serve(args: Serve) -> anyhow::Result<()> {
+/// The config `serve` would run with: the file or the embedded default, `--listen` applied.
+fn load(args: &Serve) -> anyhow::Result<Config> {
     let mut config = match &args.config {
         Some(path) => Config::load(path)?,
         None => Config::embedded(),
@@ -89,6 +105,15 @@ fn serve(args: Serve) -> anyhow::Result<()> {
     if let Some(listen) = args.listen {
         config.server.listen = listen;
     }
+    Ok(config)
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a tokio runtime can start")
+}
+
+fn serve(args: Serve) -> anyhow::Result<()> {
+    let config = load(&args)?;
     let log = std::env::var("QUOTAGATE_LOG").unwrap_or_else(|_| "info".into());
     let format = std::env::var("QUOTAGATE_LOG_FORMAT").unwrap_or_else(|_| "pretty".into());
     let format =

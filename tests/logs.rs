@@ -49,3 +49,25 @@ async fn an_unknown_log_format_is_refused() {
     assert_eq!(err.status.code(), Some(1));
     assert!(err.log.contains("QUOTAGATE_LOG_FORMAT must be pretty or json"), "{}", err.log);
 }
+
+#[tokio::test]
+async fn healthcheck_finds_the_service_from_its_config_and_environment() {
+    let plain = "[plans.free]\nlimits = [{ requests = 1, per = \"day\" }]\n";
+    let q = Quotagate::start(plain).await;
+    let config = q.config_path().to_str().unwrap().to_owned();
+    let healthcheck = |listen: &str| {
+        std::process::Command::new(support::quotagate::BINARY)
+            .arg("healthcheck")
+            .env("QUOTAGATE_CONFIG", &config)
+            .env("QUOTAGATE_LISTEN", listen)
+            .output()
+            .unwrap()
+    };
+    // The same config and environment as the service (0.0.0.0 is asked on loopback).
+    let ok = healthcheck(&format!("0.0.0.0:{}", q.port()));
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    let elsewhere = format!("127.0.0.1:{}", support::free_port());
+    let bad = healthcheck(&elsewhere);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains(&format!("cannot connect to {elsewhere}")));
+}
