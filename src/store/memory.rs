@@ -38,7 +38,7 @@ struct EntryKey {
 type States = SmallVec<[(u32, State); 2]>;
 
 /// The states of one (caller, scope).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Entry {
     states: Mutex<States>,
     /// Nanoseconds this entry still matters, as of its last update; read by moka on each access.
@@ -66,12 +66,16 @@ impl Expiry<EntryKey, Arc<Entry>> for ByEntry {
 }
 
 impl Entry {
+    /// A new entry for `limits` at `now`. Its lifetime must be right before its first update:
+    /// moka reads it when the entry is inserted, and an entry that expired too soon would let a
+    /// caller who paces its requests start afresh each time.
+    fn fresh(limits: &[Limit], now: Nanos) -> Entry {
+        let horizon = limits.iter().map(|l| l.horizon(now)).max().unwrap_or(0);
+        Entry { states: Mutex::default(), ttl: AtomicU64::new(horizon.max(1)) }
+    }
+
     fn ttl(&self) -> Duration {
-        // A fresh entry has not been updated yet: give it a minute, its first update follows.
-        match self.ttl.load(Ordering::Relaxed) {
-            0 => Duration::from_secs(60),
-            n => Duration::from_nanos(n),
-        }
+        Duration::from_nanos(self.ttl.load(Ordering::Relaxed))
     }
 }
 
@@ -106,7 +110,11 @@ impl Memory {
         let halves = [(caller.0 >> 64) as u64, caller.0 as u64];
         let entries: SmallVec<[Arc<Entry>; 4]> = scopes
             .iter()
-            .map(|s| self.cache.get_with(EntryKey { caller: halves, scope: s.scope }, Default::default))
+            .map(|s| {
+                self.cache.get_with(EntryKey { caller: halves, scope: s.scope }, || {
+                    Entry::fresh(s.limits, now).into()
+                })
+            })
             .collect();
         // Lock in the order of `scopes`, which callers sort by scope id (see module docs).
         debug_assert!(scopes.windows(2).all(|w| w[0].scope < w[1].scope), "scopes sorted and distinct");
@@ -200,5 +208,47 @@ fn prune(states: &mut States, limits: &[Limit]) {
             let kept = old.iter().find(|(id, _)| *id == limit.id).map_or_else(State::default, |(_, s)| *s);
             states.push((limit.id, kept));
         }
+    }
+}
+
+#[cfg(test)]
+mod lifetime_tests {
+    use std::num::NonZeroU32;
+
+    use super::*;
+    use crate::limiter::{Algorithm, Window, SECOND};
+
+    /// 2026-11-23 12:00:00 UTC.
+    const NOON: Nanos = 1_795_435_200 * SECOND;
+
+    #[test]
+    fn a_new_entry_is_inserted_with_the_lifetime_of_its_longest_window() {
+        let limits = [
+            Limit::new(
+                "minute",
+                Algorithm::Fixed { requests: NonZeroU32::new(10).unwrap(), window: Window::Minute },
+            ),
+            Limit::new(
+                "day",
+                Algorithm::Fixed { requests: NonZeroU32::new(1000).unwrap(), window: Window::Day },
+            ),
+        ];
+        let entry = Arc::new(Entry::fresh(&limits, NOON));
+        let key = EntryKey { caller: [0, 1], scope: 0 };
+        // What moka is told when it inserts the entry, before any update: the rest of the day.
+        let told = ByEntry.expire_after_create(&key, &entry, Instant::now());
+        assert_eq!(told, Some(Duration::from_secs(12 * 3600)));
+    }
+
+    #[test]
+    fn horizons_cover_the_next_sliding_window_and_a_full_bucket() {
+        let sliding = Limit::new(
+            "s",
+            Algorithm::Sliding { requests: NonZeroU32::new(5).unwrap(), window: Window::Day },
+        );
+        assert_eq!(sliding.horizon(NOON), 36 * 3600 * SECOND);
+        let bucket =
+            Limit::new("b", Algorithm::Gcra { emission: SECOND, burst: NonZeroU32::new(50).unwrap() });
+        assert_eq!(bucket.horizon(NOON), 50 * SECOND);
     }
 }
