@@ -103,7 +103,7 @@ async fn decide(
     if decision.allowed {
         let rule = applicable.scopes.iter().find_map(|s| s.rule).map_or_else(none, |r| r.name.clone());
         state.metrics.decision(Outcome::allowed, &plan.name, &rule);
-        tracing::trace!(%caller, plan = %plan.name, "allowed");
+        tracing::debug!(%caller, plan = %plan.name, "allowed");
         return response::allowed(&report);
     }
     let rule = report.denying_rule().map_or_else(none, |r| r.name.clone());
