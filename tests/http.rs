@@ -84,6 +84,19 @@ impl Harness {
     }
 }
 
+/// Serves `h` on real sockets until the returned sender fires.
+fn serve(
+    h: &Harness,
+    main: tokio::net::TcpListener,
+    admin: Option<tokio::net::TcpListener>,
+) -> (tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<std::io::Result<()>>) {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let shutdown = async move {
+        let _ = stopped.await;
+    };
+    (stop, tokio::spawn(server::run(h.state.clone(), main, admin, shutdown, Duration::from_secs(5))))
+}
+
 #[tokio::test]
 async fn denies_the_eleventh_request_in_a_minute() {
     let h = Harness::new(CONTRACT);
@@ -434,16 +447,7 @@ async fn a_real_socket_serves_checks_and_shuts_down_gracefully() {
     let h = Harness::new(config);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(server::run(
-        h.state.clone(),
-        listener,
-        None,
-        async move {
-            let _ = stopped.await;
-        },
-        Duration::from_secs(5),
-    ));
+    let (stop, server) = serve(&h, listener, None);
     let client = reqwest::Client::new();
     let url = format!("http://{addr}/");
     let first = client.get(&url).send().await.unwrap();
@@ -460,16 +464,7 @@ async fn an_admin_listener_takes_the_reserved_paths() {
     let main = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let (main_addr, admin_addr) = (main.local_addr().unwrap(), admin.local_addr().unwrap());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(server::run(
-        h.state.clone(),
-        main,
-        Some(admin),
-        async move {
-            let _ = stopped.await;
-        },
-        Duration::from_secs(5),
-    ));
+    let (stop, server) = serve(&h, main, Some(admin));
     let client = reqwest::Client::new();
     let get = |addr: std::net::SocketAddr, path: &str| client.get(format!("http://{addr}{path}")).send();
     assert_eq!(get(admin_addr, "/healthz").await.unwrap().status(), 200);

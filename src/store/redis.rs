@@ -250,7 +250,8 @@ impl Redis {
         now: Nanos,
         counting: Counting,
     ) -> Result<Decision, StoreError> {
-        let fingerprint = scopes_fingerprint(scopes);
+        // Only the local tier needs to tell limit sets apart.
+        let fingerprint = if self.denials.is_some() { scopes_fingerprint(scopes) } else { 0 };
         if let Some(denials) = &self.denials {
             if let Some(hit) = denials.get(&(caller.0, fingerprint)) {
                 let (until, decided, decision) = &*hit;
