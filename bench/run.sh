@@ -2,7 +2,7 @@
 # quotagate's benchmark suite: the whole server under wrk, against an empty axum server (the
 # ceiling) and through a real Traefik, plus its memory per live key. See BENCHMARKS.md.
 #
-#   bench/run.sh [--quick] [--rounds N] [--duration SECONDS] [--no-traefik] [--no-memory]
+#   bench/run.sh [--quick] [--rounds N] [--duration SECONDS] [--no-traefik] [--no-memory] [--no-redis]
 #
 # One run builds release binaries once, starts every server once, then runs the scenarios
 # interleaved (A B C ... A B C ...) so that machine noise hits all of them alike, and reports
@@ -25,6 +25,7 @@ rounds=""
 duration=""
 traefik_on=1
 memory_on=1
+redis_on=1
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) quick=1 ;;
@@ -32,6 +33,7 @@ while [ $# -gt 0 ]; do
         --duration) duration="$2"; shift ;;
         --no-traefik) traefik_on=0 ;;
         --no-memory) memory_on=0 ;;
+        --no-redis) redis_on=0 ;;
         -h | --help) usage; exit 0 ;;
         *) echo "bench/run.sh: unknown argument $1" >&2; usage >&2; exit 2 ;;
     esac
@@ -94,6 +96,11 @@ if [ "$traefik_on" = 1 ] && [ -z "$traefik" ]; then
     traefik_on=0
 fi
 
+if [ "$redis_on" = 1 ] && ! command -v redis-server >/dev/null; then
+    echo "== redis-server not found (apt-get install redis-server): skipping Redis scenarios" >&2
+    redis_on=0
+fi
+
 # --- Processes and cleanup ---------------------------------------------------------------------
 out="$target/quotagate-bench/$(date -u +%Y%m%dT%H%M%SZ)"
 mkdir -p "$out"
@@ -112,7 +119,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-ports=(18180 18181 18182 18183 18184 18185 18190)
+ports=(18180 18181 18182 18183 18184 18185 18186 18187 18188 18190)
 for p in "${ports[@]}"; do
     if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
         echo "bench/run.sh: port $p is in use; stop whatever listens there" >&2
@@ -160,6 +167,25 @@ start qg1m "$quotagate" serve --config "$work/quotagate-10k.toml" --listen 127.0
 wait_http http://127.0.0.1:18180/
 wait_http http://127.0.0.1:18181/healthz
 wait_http http://127.0.0.1:18185/healthz
+if [ "$redis_on" = 1 ]; then
+    # The same 10k config on Redis: every check is one script round trip; with `local = true`
+    # known denials are answered from memory.
+    start redis redis-server --port 18186 --bind 127.0.0.1 --save "" --appendonly no
+    for variant in remote local; do
+        sed 's/^kind = "memory"/kind = "redis"/' "$work/quotagate-10k.toml" >"$work/quotagate-redis-$variant.toml"
+        {
+            echo
+            echo "[store.redis]"
+            echo 'url = "redis://127.0.0.1:18186/0"'
+            echo 'on_error = "deny"'
+            echo "local = $([ "$variant" = local ] && echo true || echo false)"
+        } >>"$work/quotagate-redis-$variant.toml"
+    done
+    start qgredis "$quotagate" serve --config "$work/quotagate-redis-remote.toml" --listen 127.0.0.1:18187
+    start qgredislocal "$quotagate" serve --config "$work/quotagate-redis-local.toml" --listen 127.0.0.1:18188
+    wait_http http://127.0.0.1:18187/readyz
+    wait_http http://127.0.0.1:18188/readyz
+fi
 if [ "$traefik_on" = 1 ]; then
     start authceiling "$ceiling" 127.0.0.1:18184
     start qgtraefik "$quotagate" serve --config bench/config/quotagate-traefik.toml --listen 127.0.0.1:18182
@@ -177,6 +203,13 @@ scenarios=(
     "quotagate-hot|http://127.0.0.1:18181/|one|1"
     "quotagate-1m|http://127.0.0.1:18185/|random|1000000"
 )
+if [ "$redis_on" = 1 ]; then
+    scenarios+=(
+        "quotagate-redis-10k|http://127.0.0.1:18187/|cycle|10000"
+        "quotagate-redis-hot|http://127.0.0.1:18187/|one|1"
+        "quotagate-redis-local-hot|http://127.0.0.1:18188/|one|1"
+    )
+fi
 if [ "$traefik_on" = 1 ]; then
     scenarios+=(
         "traefik-plain|http://127.0.0.1:18190/plain|cycle|10000"
