@@ -306,7 +306,7 @@ fn find<'a>(
     req: &Forwarded<'a>,
 ) -> Option<std::borrow::Cow<'a, str>> {
     use std::borrow::Cow;
-    let header_text = |name: &str| -> Option<Cow<'a, str>> {
+    let header_text = |name: &HeaderName| -> Option<Cow<'a, str>> {
         let v = headers.get(name)?;
         Some(match v.to_str() {
             Ok(s) => Cow::Borrowed(s),
@@ -316,12 +316,12 @@ fn find<'a>(
     match source {
         Source::Bearer | Source::Token => {
             let scheme = if *source == Source::Bearer { "bearer" } else { "token" };
-            match header_text("authorization")? {
+            match header_text(&http::header::AUTHORIZATION)? {
                 Cow::Borrowed(v) => after_scheme(v, scheme).map(Cow::Borrowed),
                 Cow::Owned(v) => after_scheme(&v, scheme).map(|t| Cow::Owned(t.to_owned())),
             }
         }
-        Source::Header(name) => header_text(name.as_str()).map(|v| match v {
+        Source::Header(name) => header_text(name).map(|v| match v {
             Cow::Borrowed(s) => Cow::Borrowed(s.trim()),
             Cow::Owned(s) => Cow::Owned(s.trim().to_owned()),
         }),
