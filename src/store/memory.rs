@@ -35,7 +35,7 @@ struct EntryKey {
 }
 
 /// Limit states of one entry, each tagged with its limit's id; inline for up to two limits.
-type States = SmallVec<[(u32, State); 2]>;
+pub(crate) type States = SmallVec<[(u32, State); 2]>;
 
 /// The states of one (caller, scope).
 #[derive(Debug)]
@@ -165,7 +165,7 @@ pub(crate) struct Saved {
     pub scope: u32,
     /// Nanoseconds the entry still matters, as of its last update.
     pub ttl: Nanos,
-    pub states: SmallVec<[(u32, State); 2]>,
+    pub states: States,
 }
 
 impl Memory {
