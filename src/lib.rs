@@ -8,7 +8,7 @@
 //! - [`identity`]: who is calling: token sources, client IP, keyed hashes and fingerprints.
 //! - [`policy`]: which limits apply: plans, tokens, rules on host/path/method.
 //! - [`limiter`]: the algorithms as pure arithmetic (fixed calendar window, sliding, GCRA).
-//! - [`store`]: the counters and the atomic check-and-count (memory: moka + per-entry locks).
+//! - [`store`]: the counters and the atomic check-and-count (memory: sharded maps, one lock per check).
 //! - [`server`]: axum routes, the forwardAuth handler, responses, reload and shutdown.
 //! - [`telemetry`]: logging and Prometheus metrics.
 //! - [`clock`]: the time source, injectable for tests.

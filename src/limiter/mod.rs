@@ -139,17 +139,6 @@ impl Limit {
         v
     }
 
-    /// How long, at most, a state first counted at `now` can matter: the end of the window
-    /// after this one (a sliding window's count weighs on the next), or a full bucket's refill.
-    /// Stores use it as a new entry's lifetime, before its first update is known.
-    pub fn horizon(&self, now: Nanos) -> Nanos {
-        match self.algorithm {
-            Algorithm::Fixed { window, .. } => window.bounds(now).1 - now,
-            Algorithm::Sliding { window, .. } => window.bounds(window.bounds(now).1).1 - now,
-            Algorithm::Gcra { emission, burst } => emission.saturating_mul(u64::from(burst.get())),
-        }
-    }
-
     /// When this state stops mattering: after that instant a fresh state behaves the same.
     /// Stores use it as the entry's expiry.
     pub fn expires(&self, state: &State) -> Nanos {

@@ -1,7 +1,7 @@
 //! Counters: where the state of every (scope, caller) lives, and the atomic check-and-count of
 //! all limits that apply to one request. Stores know scopes and limits, not plans or rules.
 //!
-//! Backends: [`Memory`] (moka, one process) and [`Redis`] (shared by replicas, with the memory
+//! Backends: [`Memory`] (sharded maps, one process) and [`Redis`] (shared by replicas, with the memory
 //! store as its fallback). The closed set is an `enum`, so the hot path has no dynamic dispatch.
 
 mod memory;

@@ -70,9 +70,8 @@ pub enum SnapshotError {
 /// Writes every live entry of `memory` to `path`, atomically: into a temporary file in the same
 /// directory, fsynced and renamed over `path` (the temporary file is removed on error). `key_id`
 /// is [`Hasher::key_id`](crate::identity::Hasher::key_id) of the key the callers were hashed
-/// with; `now` turns each entry's time to live into an absolute expiry. Returns the number of
-/// entries written, never more than the store can hold. Blocking: file I/O, and a pass over the
-/// whole cache.
+/// with; entries expired at `now` are left out. Returns the number of entries written, never
+/// more than the store can hold. Blocking: file I/O, and a pass over the whole store.
 pub fn write(memory: &Memory, path: &Path, key_id: u64, now: Nanos) -> io::Result<usize> {
     let name = path.file_name().ok_or_else(|| {
         io::Error::new(io::ErrorKind::InvalidInput, format!("{} names no file", path.display()))
@@ -98,11 +97,11 @@ pub fn write(memory: &Memory, path: &Path, key_id: u64, now: Nanos) -> io::Resul
     let mut hasher = blake3::Hasher::new();
     let (mut count, mut body_len) = (0u64, 0u64);
     let mut buf = Vec::with_capacity(256);
-    // `iter` visits live entries only, but the cache may briefly hold more than its capacity
-    // before eviction catches up; the snapshot never does.
+    // A request with more scopes than the store holds may briefly leave it over capacity; the
+    // snapshot never is.
     for saved in memory.entries().take(usize::try_from(memory.capacity()).unwrap_or(usize::MAX)) {
         buf.clear();
-        if !encode(&saved, now, &mut buf) {
+        if saved.expires <= now || !encode(&saved, &mut buf) {
             continue;
         }
         hasher.update(&buf);
@@ -145,12 +144,12 @@ impl Drop for Temporary {
 
 /// Appends `saved` to `buf`; false if it cannot be written (more than 255 limits in a scope,
 /// which the u8 limit index of a verdict rules out).
-fn encode(saved: &Saved, now: Nanos, buf: &mut Vec<u8>) -> bool {
+fn encode(saved: &Saved, buf: &mut Vec<u8>) -> bool {
     let Ok(n) = u8::try_from(saved.states.len()) else { return false };
     buf.extend_from_slice(&saved.caller[0].to_le_bytes());
     buf.extend_from_slice(&saved.caller[1].to_le_bytes());
     buf.extend_from_slice(&saved.scope.to_le_bytes());
-    buf.extend_from_slice(&now.saturating_add(saved.ttl).to_le_bytes());
+    buf.extend_from_slice(&saved.expires.to_le_bytes());
     buf.push(n);
     for (limit, state) in &saved.states {
         buf.extend_from_slice(&limit.to_le_bytes());
@@ -162,7 +161,7 @@ fn encode(saved: &Saved, now: Nanos, buf: &mut Vec<u8>) -> bool {
 }
 
 /// Restores into `memory` the entries of the snapshot at `path` that have not expired at `now`,
-/// each with what remained of its time to live, and returns how many. `key_id` must be the one
+/// each with its expiry, and returns how many. `key_id` must be the one
 /// the snapshot was written with (see [`write`]). The whole file is checked before anything is
 /// restored: on error, nothing was. An entry that exists already is kept (its counts are newer),
 /// and no more entries are restored than the store can hold. Blocking: file I/O.
@@ -170,12 +169,12 @@ pub fn load(memory: &Memory, path: &Path, key_id: u64, now: Nanos) -> Result<usi
     let body = read(path, key_id)?;
     let capacity = usize::try_from(memory.capacity()).unwrap_or(usize::MAX);
     let mut restored = 0;
-    for (saved, expires) in Entries(&body) {
+    for saved in Entries(&body) {
         if restored == capacity {
             break;
         }
-        if expires > now {
-            restored += usize::from(memory.restore(Saved { ttl: expires - now, ..saved }));
+        if saved.expires > now {
+            restored += usize::from(memory.restore(saved));
         }
     }
     Ok(restored)
@@ -264,7 +263,7 @@ impl Entries<'_> {
         self.take().map(u64::from_le_bytes)
     }
 
-    fn entry(&mut self) -> Option<(Saved, Nanos)> {
+    fn entry(&mut self) -> Option<Saved> {
         let caller = [self.u64()?, self.u64()?];
         let scope = self.u32()?;
         let expires = self.u64()?;
@@ -275,12 +274,12 @@ impl Entries<'_> {
             let state = State { at: self.u64()?, count: self.u32()?, previous: self.u32()? };
             states.push((limit, state));
         }
-        Some((Saved { caller, scope, ttl: 0, states }, expires))
+        Some(Saved { caller, scope, expires, states })
     }
 }
 
 impl Iterator for Entries<'_> {
-    type Item = (Saved, Nanos);
+    type Item = Saved;
 
     fn next(&mut self) -> Option<Self::Item> {
         let before = self.0;
@@ -397,7 +396,7 @@ mod tests {
     }
 
     fn sorted(memory: &Memory) -> Vec<Saved> {
-        let mut all: Vec<Saved> = memory.entries().map(|s| Saved { ttl: 0, ..s }).collect();
+        let mut all: Vec<Saved> = memory.entries().collect();
         all.sort_by_key(|s| (s.caller, s.scope));
         all
     }
@@ -420,15 +419,15 @@ mod tests {
     }
 
     #[test]
-    fn a_restored_entry_keeps_what_remained_of_its_time_to_live() {
+    fn a_restored_entry_keeps_its_expiry() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("counters.snap");
         let before = store(1);
-        let ttl = before.entries().next().unwrap().ttl;
+        let expires = before.entries().next().unwrap().expires;
         write(&before, &path, KEY_ID, NOW).unwrap();
         let after = Memory::new(10);
         load(&after, &path, KEY_ID, NOW + 10 * SECOND).unwrap();
-        assert_eq!(after.entries().next().unwrap().ttl, ttl - 10 * SECOND);
+        assert_eq!(after.entries().next().unwrap().expires, expires);
     }
 
     #[test]
