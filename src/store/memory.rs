@@ -322,6 +322,12 @@ mod tests {
     }
 
     #[test]
+    fn an_entry_is_104_bytes_inline() {
+        // What BENCHMARKS.md's bytes per key rest on: IndexMap keeps (hash, key, value) inline.
+        assert_eq!(std::mem::size_of::<usize>() + std::mem::size_of::<(EntryKey, Entry)>(), 104);
+    }
+
+    #[test]
     fn shards_split_max_keys_exactly() {
         for max_keys in [1, 7, 1023, 1024, 5000, 1_000_000, 1_000_003] {
             let memory = Memory::new(max_keys);
