@@ -366,7 +366,8 @@ impl Config {
             })?;
         let mut v = Validator { problems: Vec::new(), dir: dir.map(Path::to_path_buf), files: Vec::new() };
         for key in unknown {
-            v.problem(key, "unknown key");
+            // serde_ignored writes `?` for the `Some` of an optional table: `server.tls.?.x`.
+            v.problem(key.replace(".?", ""), "unknown key");
         }
         let config = v.config(raw, origin);
         match config {
