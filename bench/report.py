@@ -24,6 +24,7 @@ DESCRIPTIONS = {
     "traefik-ratelimit": "Traefik built-in rateLimit (per Authorization)",
     "traefik-fa-ceiling": "Traefik forwardAuth -> empty server",
     "traefik-fa-quotagate": "Traefik forwardAuth -> quotagate",
+    "traefik-fa-quotagate-tls": "Traefik forwardAuth over TLS/h2 -> quotagate",
 }
 
 
@@ -145,6 +146,11 @@ def main(out):
         "stretch: forwardAuth->quotagate >= 0.60x Traefik rateLimit",
         ratio("traefik-fa-quotagate", "traefik-ratelimit", "rps"),
         lambda m: m >= 0.60,
+    )
+    target(
+        "(for reference) forwardAuth over TLS/h2 -> quotagate / plain forwardAuth -> quotagate",
+        ratio("traefik-fa-quotagate-tls", "traefik-fa-quotagate", "rps"),
+        None,
     )
     target(
         "(for reference) forwardAuth->ceiling / Traefik rateLimit",

@@ -119,7 +119,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-ports=(18180 18181 18182 18183 18184 18185 18186 18187 18188 18190)
+ports=(18180 18181 18182 18183 18184 18185 18186 18187 18188 18189 18190 18191)
 for p in "${ports[@]}"; do
     if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
         echo "bench/run.sh: port $p is in use; stop whatever listens there" >&2
@@ -186,12 +186,48 @@ if [ "$redis_on" = 1 ]; then
     wait_http http://127.0.0.1:18187/readyz
     wait_http http://127.0.0.1:18188/readyz
 fi
+# make_certs DIR: a CA, a server certificate for 127.0.0.1 and a client certificate (EC P-256).
+make_certs() {
+    local d=$1
+    mkdir -p "$d"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj "/CN=bench CA" \
+        -addext basicConstraints=critical,CA:TRUE -addext keyUsage=keyCertSign,cRLSign \
+        -keyout "$d/ca.key" -out "$d/ca.pem" 2>/dev/null
+    local name ext
+    for name in server client; do
+        if [ "$name" = server ]; then
+            ext="subjectAltName=IP:127.0.0.1
+extendedKeyUsage=serverAuth"
+        else
+            ext="extendedKeyUsage=clientAuth"
+        fi
+        openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=bench $name" \
+            -keyout "$d/$name.key" -out "$d/$name.csr" 2>/dev/null
+        openssl x509 -req -in "$d/$name.csr" -CA "$d/ca.pem" -CAkey "$d/ca.key" -CAcreateserial -days 2 \
+            -extfile <(echo "$ext") -out "$d/$name.pem" 2>/dev/null
+    done
+}
+
 if [ "$traefik_on" = 1 ]; then
+    # forwardAuth over TLS/h2: the Traefik quotagate config plus [server.tls] with client_ca.
+    make_certs "$work/certs"
+    {
+        sed 's/^listen = .*/listen = "127.0.0.1:18189"\nadmin_listen = "127.0.0.1:18191"/' bench/config/quotagate-traefik.toml
+        echo
+        echo "[server.tls]"
+        echo "cert = \"$work/certs/server.pem\""
+        echo "key = \"$work/certs/server.key\""
+        echo "client_ca = \"$work/certs/ca.pem\""
+    } >"$work/quotagate-traefik-tls.toml"
+    sed "s|@CERTS@|$work/certs|g" bench/config/traefik-dynamic.yml >"$work/traefik-dynamic.yml"
+    sed "s|bench/config/traefik-dynamic.yml|$work/traefik-dynamic.yml|" bench/config/traefik.yml >"$work/traefik.yml"
     start authceiling "$ceiling" 127.0.0.1:18184
     start qgtraefik "$quotagate" serve --config bench/config/quotagate-traefik.toml --listen 127.0.0.1:18182
-    start traefik "$traefik" --configFile=bench/config/traefik.yml
+    start qgtraefiktls "$quotagate" serve --config "$work/quotagate-traefik-tls.toml"
+    start traefik "$traefik" --configFile="$work/traefik.yml"
     wait_http http://127.0.0.1:18184/
     wait_http http://127.0.0.1:18182/healthz
+    wait_http http://127.0.0.1:18191/healthz
     wait_http http://127.0.0.1:18190/plain
 fi
 
@@ -216,6 +252,7 @@ if [ "$traefik_on" = 1 ]; then
         "traefik-ratelimit|http://127.0.0.1:18190/ratelimit|cycle|10000"
         "traefik-fa-ceiling|http://127.0.0.1:18190/fa-ceiling|cycle|10000"
         "traefik-fa-quotagate|http://127.0.0.1:18190/fa-quotagate|cycle|10000"
+        "traefik-fa-quotagate-tls|http://127.0.0.1:18190/fa-tls-quotagate|cycle|10000"
     )
 fi
 
@@ -243,6 +280,14 @@ for round in $(seq 1 "$rounds"); do
         echo "round=$round scenario=$name ${line#RESULT }" | tee -a "$results" >&2
     done
 done
+
+if [ "$traefik_on" = 1 ]; then
+    # How many connections Traefik opened to each quotagate over the whole run.
+    for q in plain:18182 tls:18191; do
+        curl -s --max-time 5 "http://127.0.0.1:${q#*:}/metrics" |
+            awk -v t="${q%%:*}" '/^quotagate_connections_accepted_total/ { print "kind=connections quotagate=" t " " $1 "=" $2 }'
+    done | tee "$out/connections.txt" >&2
+fi
 
 # --- Memory ------------------------------------------------------------------------------------
 rss_kib() { awk -v k="$2" '$1 == k":" { print $2 }' "/proc/$1/status"; }

@@ -90,6 +90,12 @@ struct ReloadLabels {
     result: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ConnectionLabels {
+    transport: &'static str,
+    alpn: &'static str,
+}
+
 /// The service's metrics.
 #[derive(Debug)]
 pub struct Metrics {
@@ -100,6 +106,7 @@ pub struct Metrics {
     reloads: Family<ReloadLabels, Counter>,
     store_up: Gauge,
     store_errors: Gauge,
+    connections: Family<ConnectionLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -136,7 +143,13 @@ impl Metrics {
             "Redis commands that failed or timed out since start",
             store_errors.clone(),
         );
-        Metrics { registry, decisions, latency, live_keys, reloads, store_up, store_errors }
+        let connections = Family::<ConnectionLabels, Counter>::default();
+        registry.register(
+            "connections_accepted",
+            "Connections accepted on the check listener, by transport (plain, tls) and ALPN protocol",
+            connections.clone(),
+        );
+        Metrics { registry, decisions, latency, live_keys, reloads, store_up, store_errors, connections }
     }
 
     /// Counts one decision. `plan` and `rule` are `"-"` where none applies.
@@ -147,6 +160,12 @@ impl Metrics {
 
     pub fn check_took(&self, d: Duration) {
         self.latency.observe(d.as_secs_f64());
+    }
+
+    /// Counts one connection on the check listener: `transport` is `"plain"` or `"tls"`,
+    /// `alpn` the protocol a TLS client chose (`"h2"`, `"http/1.1"`, `"none"`; `"none"` for plain).
+    pub fn connection_accepted(&self, transport: &'static str, alpn: &'static str) {
+        self.connections.get_or_create(&ConnectionLabels { transport, alpn }).inc();
     }
 
     pub fn reload(&self, ok: bool) {

@@ -1,5 +1,7 @@
 //! Config validation: every example config passes, and each bad input gets its exact message.
 
+mod support;
+
 use std::path::Path;
 
 use quotagate::config::Config;
@@ -215,4 +217,78 @@ fn redis_passwords_never_appear_in_messages_or_summaries() {
     let bad = text.replace("redis://", "http://");
     let err = Config::parse(&bad, "t.toml", None).unwrap_err().to_string();
     assert!(!err.contains("hunter2"), "{err}");
+}
+
+#[test]
+fn tls_files_get_clear_messages_naming_the_file() {
+    let pki = support::certs::Pki::new("config");
+    let dir = pki.dir();
+    let d = dir.display().to_string();
+    std::fs::write(dir.join("empty.pem"), "").unwrap();
+    std::fs::write(dir.join("secret.key"), "-----BEGIN PRIVATE KEY-----\nc2VjcmV0IGtleSBtYXRlcmlhbA==\n")
+        .unwrap();
+    std::fs::write(
+        dir.join("bad64.key"),
+        "-----BEGIN PRIVATE KEY-----\nsecret!material\n-----END PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    pki.issue_server("other");
+    let tls =
+        |body: &str| format!("[server]\nadmin_listen = \"127.0.0.1:8081\"\n[server.tls]\n{body}\n{BASE}");
+    let table: &[(String, Vec<String>)] = &[
+        (tls(""), vec![
+            "server.tls.cert: missing (path to a PEM certificate chain, leaf first)".into(),
+            "server.tls.key: missing (path to the PEM private key of the certificate)".into(),
+        ]),
+        (tls("cert = \"nope.pem\"\nkey = \"server.key\""), vec![
+            format!("server.tls.cert: cannot read {d}/nope.pem: No such file or directory (os error 2)"),
+        ]),
+        (tls("cert = \"empty.pem\"\nkey = \"empty.pem\""), vec![
+            format!("server.tls.cert: {d}/empty.pem: no PEM certificate found"),
+            format!("server.tls.key: {d}/empty.pem: no PEM private key found"),
+        ]),
+        (tls("cert = \"server.pem\"\nkey = \"secret.key\""), vec![
+            format!("server.tls.key: {d}/secret.key: a PEM section has no END line"),
+        ]),
+        (tls("cert = \"server.pem\"\nkey = \"bad64.key\""), vec![
+            format!("server.tls.key: {d}/bad64.key: a PEM section is not valid base64"),
+        ]),
+        (tls("cert = \"server.pem\"\nkey = \"other.key\""), vec![
+            format!("server.tls: the key in {d}/other.key does not belong to the certificate in {d}/server.pem"),
+        ]),
+        (tls("cert = \"server.pem\"\nkey = \"server.key\"\nclient_ca = \"empty.pem\""), vec![
+            format!("server.tls.client_ca: {d}/empty.pem: no PEM certificate found"),
+        ]),
+        (tls("cert = \"server.pem\"\nkey = \"server.key\"\nciphers = \"all\""), vec![
+            "server.tls.ciphers: unknown key".into(),
+        ]),
+        (format!("[server.tls]\ncert = \"server.pem\"\nkey = \"server.key\"\n{BASE}"), vec![
+            r#"server.admin_listen: required when server.tls is set: /healthz (quotagate healthcheck), /readyz and /metrics stay plain HTTP there (e.g. "0.0.0.0:8081")"#.into(),
+        ]),
+    ];
+    for (text, expected) in table {
+        let got = match Config::parse(text, "test.toml", Some(dir)) {
+            Ok(_) => vec![],
+            Err(e) => e.problems(),
+        };
+        assert_eq!(&got, expected, "for config:\n{text}");
+        for line in &got {
+            assert!(!line.contains("c2VjcmV0") && !line.contains("secret!"), "key material in {line}");
+        }
+    }
+
+    let ok = Config::parse(
+        &tls("cert = \"server.pem\"\nkey = \"server.key\"\nclient_ca = \"ca.pem\""),
+        "test.toml",
+        Some(dir),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(ok.tls.is_some());
+    assert!(ok.files.contains(&dir.join("server.pem")), "a rotated certificate triggers a reload");
+    assert!(
+        ok.summary()
+            .ends_with("listen 0.0.0.0:8080 (TLS, h2, client certificates required), admin 127.0.0.1:8081"),
+        "{}",
+        ok.summary()
+    );
 }

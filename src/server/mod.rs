@@ -5,6 +5,7 @@
 pub mod check;
 pub mod reload;
 pub mod response;
+pub mod tls;
 
 use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
@@ -16,6 +17,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
+use axum::serve::ListenerExt as _;
 use axum::Router;
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
@@ -128,7 +130,23 @@ pub async fn run(
     };
 
     let main_app = router(state.clone(), admin.is_none()).into_make_service_with_connect_info::<SocketAddr>();
-    let main = axum::serve(listener, main_app).with_graceful_shutdown(stopped(stop_rx.clone()));
+    let main_stop = stopped(stop_rx.clone());
+    let tls = state.config.load().tls.clone();
+    // `tap_io` counts each connection, and gives `ConnectInfo<SocketAddr>` to any listener whose
+    // address is a `SocketAddr` (axum implements it for `TcpListener` and `TapIo` only).
+    let main: std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>> = match tls {
+        None => {
+            let metrics = state.clone();
+            let listener = listener.tap_io(move |_| metrics.metrics.connection_accepted("plain", "none"));
+            Box::pin(axum::serve(listener, main_app).with_graceful_shutdown(main_stop).into_future())
+        }
+        Some(initial) => {
+            let metrics = state.clone();
+            let listener = tls::TlsListener::new(listener, state.clone(), initial)?
+                .tap_io(move |stream| metrics.metrics.connection_accepted("tls", tls::alpn(stream)));
+            Box::pin(axum::serve(listener, main_app).with_graceful_shutdown(main_stop).into_future())
+        }
+    };
     let admin = admin.map(|l| {
         let app = admin_router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
         tokio::spawn(axum::serve(l, app).with_graceful_shutdown(stopped(stop_rx.clone())).into_future())

@@ -14,6 +14,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod backend;
+pub mod certs;
 pub mod process;
 pub mod quotagate;
 pub mod redis;

@@ -21,6 +21,7 @@ pub struct Builder {
     config: String,
     env: Vec<(OsString, OsString)>,
     args: Vec<OsString>,
+    admin_port: Option<u16>,
 }
 
 /// Why [`Builder::try_start`] returned no running service: it exited before it was healthy.
@@ -42,6 +43,13 @@ impl Builder {
     /// Adds arguments after `serve --config FILE --listen ADDR`.
     pub fn arg(mut self, arg: &str) -> Self {
         self.args.push(arg.into());
+        self
+    }
+
+    /// Says the config sets `server.admin_listen = "127.0.0.1:PORT"`: readiness is then probed
+    /// there (with `server.tls`, the main listener speaks TLS and has no `/healthz`).
+    pub fn admin_port(mut self, port: u16) -> Self {
+        self.admin_port = Some(port);
         self
     }
 
@@ -80,7 +88,13 @@ impl Builder {
             }
             let log = dir.path().join(format!("quotagate-{attempt}.log"));
             let process = Process::spawn("quotagate", &command, &log);
-            let mut quotagate = Quotagate { process, port, config_path: config_path.clone(), dir: None };
+            let mut quotagate = Quotagate {
+                process,
+                port,
+                admin_port: self.admin_port,
+                config_path: config_path.clone(),
+                dir: None,
+            };
             match quotagate.wait_healthy().await {
                 Ok(()) => {
                     quotagate.dir = Some(dir);
@@ -104,6 +118,7 @@ impl Builder {
 pub struct Quotagate {
     process: Process,
     port: u16,
+    admin_port: Option<u16>,
     config_path: PathBuf,
     // Dropped after `process` (fields drop in order), so the log is still there to print.
     dir: Option<tempfile::TempDir>,
@@ -117,7 +132,7 @@ impl Quotagate {
 
     /// Options for a service whose config file will hold `config` (TOML).
     pub fn builder(config: &str) -> Builder {
-        Builder { config: config.to_owned(), env: Vec::new(), args: Vec::new() }
+        Builder { config: config.to_owned(), env: Vec::new(), args: Vec::new(), admin_port: None }
     }
 
     /// `http://127.0.0.1:PORT`, without a trailing slash; also the forwardAuth address to give
@@ -128,6 +143,12 @@ impl Quotagate {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// Where `/healthz`, `/readyz` and `/metrics` are served: `server.admin_listen` if the
+    /// builder was told of it, else the main listener. No trailing slash.
+    pub fn admin_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.admin_port.unwrap_or(self.port))
     }
 
     pub fn pid(&self) -> u32 {
@@ -190,7 +211,7 @@ impl Quotagate {
     /// panics if neither happens within [`STARTUP_TIMEOUT`].
     async fn wait_healthy(&mut self) -> Result<(), ExitStatus> {
         let http = client();
-        let url = format!("{}/healthz", self.url());
+        let url = format!("{}/healthz", self.admin_url());
         let deadline = Instant::now() + STARTUP_TIMEOUT;
         loop {
             if let Some(status) = self.process.exit_status() {

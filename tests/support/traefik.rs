@@ -113,6 +113,14 @@ impl Builder {
         self
     }
 
+    /// forwardAuth `tls`: Traefik verifies the auth server's certificate against the CA in
+    /// `ca` and presents the client certificate `cert` with its `key` (PEM files). Use with an
+    /// `https://` auth address.
+    pub fn forward_auth_tls(self, ca: &Path, cert: &Path, key: &Path) -> Self {
+        let [ca, cert, key] = [ca, cert, key].map(|p| quote(&p.display().to_string()));
+        self.forward_auth_yaml(&format!("tls:\n  ca: {ca}\n  cert: {cert}\n  key: {key}\n"))
+    }
+
     /// Raw YAML added to the entrypoint block of the static config.
     pub fn entrypoint_yaml(mut self, yaml: &str) -> Self {
         self.entrypoint_yaml.push_str(&indent(yaml, 4));
