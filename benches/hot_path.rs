@@ -264,7 +264,7 @@ fn responses(c: &mut Criterion) {
             applicable.scopes.iter().map(|s| Scoped { scope: s.id, limits: s.limits }).collect();
         store.check(caller.key(), &scopes, NOW, Counting::AllowedOnly);
         let decision = store.check(caller.key(), &scopes, NOW, Counting::AllowedOnly);
-        let report = Report { plan: &plan.name, caller: &caller, scopes: &applicable.scopes, decision: &decision };
+        let report = Report { plan, caller: &caller, scopes: &applicable.scopes, decision: &decision };
         if decision.allowed {
             g.bench_function("allowed_200", |b| b.iter(|| response::allowed(black_box(&report))));
         } else {
@@ -278,11 +278,10 @@ fn responses(c: &mut Criterion) {
 fn metrics(c: &mut Criterion) {
     let config = config();
     let metrics = Metrics::new();
-    let plan = config.policy.plan(config.policy.plan_named("open").expect("plan open"));
-    let none: std::sync::Arc<str> = "-".into();
+    let plan = config.policy.plan_named("open").expect("plan open");
     let mut g = c.benchmark_group("metrics");
     g.bench_function("decision_allowed", |b| {
-        b.iter(|| metrics.decision(Outcome::allowed, black_box(&plan.name), &none))
+        b.iter(|| metrics.decision(Outcome::allowed, black_box(&config.policy), Some(plan), None))
     });
     g.finish();
 }

@@ -9,13 +9,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use globset::GlobMatcher;
-use http::HeaderMap;
+use http::{HeaderMap, HeaderValue};
 use ipnet::IpNet;
 use smallvec::SmallVec;
 
 use crate::identity::{Caller, Key};
 use crate::limiter::Limit;
 use crate::request::Forwarded;
+use crate::telemetry::DecisionCounters;
 
 /// The scope of a plan's own limits.
 pub const PLAN_SCOPE: u32 = 0;
@@ -24,11 +25,28 @@ pub const PLAN_SCOPE: u32 = 0;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct PlanId(pub u16);
 
+/// Index of a rule in [`Policy::rules`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RuleId(pub usize);
+
 #[derive(Clone, Debug)]
 pub struct Plan {
     pub name: Arc<str>,
     pub unlimited: bool,
     pub limits: Vec<Limit>,
+    /// `name` as the `X-Quotagate-Plan` header value, made once here rather than per response;
+    /// `None` if the name cannot be a header value (the header is then left out).
+    pub header: Option<HeaderValue>,
+    /// This plan's decision counters, resolved on first use (see [`DecisionCounters`]).
+    pub counters: DecisionCounters,
+}
+
+impl Plan {
+    pub fn new(name: impl Into<Arc<str>>, unlimited: bool, limits: Vec<Limit>) -> Plan {
+        let name = name.into();
+        let header = HeaderValue::from_str(&name).ok();
+        Plan { name, unlimited, limits, header, counters: DecisionCounters::default() }
+    }
 }
 
 /// How a rule matches a path.
@@ -131,7 +149,7 @@ pub enum PolicyError {
 #[derive(Debug)]
 pub struct Applicable<'p> {
     /// The exempting rule, if any matched: nothing is checked or counted.
-    pub exempt: Option<&'p Rule>,
+    pub exempt: Option<RuleId>,
     /// Decide and report, but let the request through.
     pub dry_run: bool,
     /// Sorted by scope id, which is also the order stores lock entries in.
@@ -142,13 +160,17 @@ pub struct Applicable<'p> {
 pub struct Scope<'p> {
     pub id: u32,
     /// `None` for the plan's own limits.
-    pub rule: Option<&'p Rule>,
+    pub rule: Option<RuleId>,
     pub limits: &'p [Limit],
 }
 
 impl Policy {
     pub fn plan(&self, id: PlanId) -> &Plan {
         &self.plans[usize::from(id.0)]
+    }
+
+    pub fn rule(&self, id: RuleId) -> &Rule {
+        &self.rules[id.0]
     }
 
     pub fn plan_named(&self, name: &str) -> Option<PlanId> {
@@ -192,16 +214,17 @@ impl Policy {
         if !p.limits.is_empty() {
             out.scopes.push(Scope { id: PLAN_SCOPE, rule: None, limits: &p.limits });
         }
-        for rule in self.rules.iter().filter(|r| r.matches(req)) {
+        for (i, rule) in self.rules.iter().enumerate().filter(|(_, r)| r.matches(req)) {
+            let id = RuleId(i);
             if rule.exempt {
-                out.exempt = Some(rule);
+                out.exempt = Some(id);
                 out.scopes.clear();
                 return out;
             }
             out.dry_run |= rule.dry_run;
             let limits = rule.limits_for(plan);
             if !limits.is_empty() {
-                out.scopes.push(Scope { id: rule.scope, rule: Some(rule), limits });
+                out.scopes.push(Scope { id: rule.scope, rule: Some(id), limits });
             }
         }
         out.scopes.sort_by_key(|s| s.id);
