@@ -909,7 +909,7 @@ impl Validator {
             None => default_plan,
         };
 
-        let mut tokens = HashMap::new();
+        let mut tokens = HashMap::default();
         if let Some(identity) = identity {
             for (token, plan) in &raw_tokens {
                 let hash = identity.hasher.token(token.as_bytes());
