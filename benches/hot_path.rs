@@ -1,7 +1,8 @@
 //! The hot path without HTTP: what one forwardAuth check costs inside quotagate, step by step
-//! (identity, policy, store), and the store under the shapes of load that matter (one hot key,
-//! 100k keys, one key from several threads at once). The whole server under wrk, against the
-//! ceiling and through Traefik, is `bench/run.sh`; see BENCHMARKS.md.
+//! (identity, policy, store, response, metrics), and the store under the shapes of load that
+//! matter (one hot key, 100k keys, one key from several threads at once). `handler` runs the
+//! whole axum handler through the router without a socket. The whole server under wrk, against
+//! the ceiling and through Traefik, is `bench/run.sh`; see BENCHMARKS.md.
 //!
 //! The store benches call [`Memory`] directly, the memory store's own cost: `Store::check` wraps
 //! the same call in an enum match (and an `async fn` once other backends exist).
@@ -13,14 +14,20 @@ use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
+use axum::body::Body;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderValue, Request};
+use quotagate::clock::Clock;
 use quotagate::config::Config;
 use quotagate::identity::Key;
 use quotagate::limiter::{Nanos, SECOND};
 use quotagate::policy::PlanId;
 use quotagate::request::Forwarded;
+use quotagate::server::response::{self, Report};
+use quotagate::server::{self, AppState};
 use quotagate::store::{Counting, Memory, Scoped};
+use quotagate::telemetry::{Metrics, Outcome};
+use tower::ServiceExt;
 
 /// The plan limits used below: one that no bench reaches (every check allowed) and one that
 /// denies after the first request. The rule gives the policy lookup something to match.
@@ -241,6 +248,86 @@ fn decide(c: &mut Criterion) {
     g.finish();
 }
 
+/// Building the answers: a 200 with its five headers, a 429 with its headers and problem body.
+fn responses(c: &mut Criterion) {
+    let config = config();
+    let store = Memory::new(1_000);
+    let h = headers("tok-tiny");
+    let fwd = Forwarded::from_headers(&h, "GET", "/");
+    let caller = config.identity.identify(&h, &fwd, PEER).expect("a bearer token");
+    let mut g = c.benchmark_group("response");
+    for plan_name in ["open", "tiny"] {
+        let plan_id = config.policy.plan_named(plan_name).expect("a bench plan");
+        let plan = config.policy.plan(plan_id);
+        let applicable = config.policy.applicable(plan_id, &fwd);
+        let scopes: Vec<Scoped<'_>> =
+            applicable.scopes.iter().map(|s| Scoped { scope: s.id, limits: s.limits }).collect();
+        store.check(caller.key(), &scopes, NOW, Counting::AllowedOnly);
+        let decision = store.check(caller.key(), &scopes, NOW, Counting::AllowedOnly);
+        let report = Report { plan, caller: &caller, scopes: &applicable.scopes, decision: &decision };
+        if decision.allowed {
+            g.bench_function("allowed_200", |b| b.iter(|| response::allowed(black_box(&report))));
+        } else {
+            g.bench_function("denied_429", |b| b.iter(|| response::denied(black_box(&report))));
+        }
+    }
+    g.finish();
+}
+
+/// Counting one decision in the Prometheus family.
+fn metrics(c: &mut Criterion) {
+    let config = config();
+    let metrics = Metrics::new();
+    let plan = config.policy.plan_named("open").expect("plan open");
+    let mut g = c.benchmark_group("metrics");
+    g.bench_function("decision_allowed", |b| {
+        b.iter(|| metrics.decision(Outcome::allowed, black_box(&config.policy), Some(plan), None))
+    });
+    g.finish();
+}
+
+/// The whole handler through the router, without a socket: 10,000 tokens all allowed, and one
+/// token always denied (429 with its body). Time per request, including building it.
+fn handler(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread().build().expect("a runtime");
+    let state = rt.block_on(async { AppState::new(config(), Clock::manual(NOW)) });
+    let app = server::router(state, false);
+    let request = |token: &str| {
+        let mut req = Request::get("/").body(Body::empty()).expect("a valid request");
+        *req.headers_mut() = headers(token);
+        req
+    };
+    let mut g = c.benchmark_group("handler");
+    g.throughput(Throughput::Elements(1));
+    let tokens: Vec<String> = (0..10_000).map(|i| format!("tok-{i}")).collect();
+    g.bench_function("10k_tokens_allowed", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let started = Instant::now();
+                for i in 0..iters {
+                    let token = &tokens[i as usize % tokens.len()];
+                    let res = app.clone().oneshot(request(token)).await.expect("infallible");
+                    black_box(res);
+                }
+                started.elapsed()
+            })
+        })
+    });
+    g.bench_function("one_token_denied", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let started = Instant::now();
+                for _ in 0..iters {
+                    let res = app.clone().oneshot(request("tok-tiny")).await.expect("infallible");
+                    black_box(res);
+                }
+                started.elapsed()
+            })
+        })
+    });
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     // Short windows keep `cargo bench` to about a minute on a 2-core machine; criterion's
@@ -249,6 +336,6 @@ criterion_group! {
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2))
         .sample_size(30);
-    targets = identity, policy, store, decide
+    targets = identity, policy, store, decide, responses, metrics, handler
 }
 criterion_main!(benches);

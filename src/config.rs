@@ -1041,7 +1041,7 @@ impl Validator {
                 self.problem(&key, "has no limits (add limits, or set unlimited = true)");
             }
             let limits = self.limits(&format!("{key}.limits"), &plan.limits, None);
-            plans.push(Plan { name: name.into(), unlimited: plan.unlimited, limits });
+            plans.push(Plan::new(name, plan.unlimited, limits));
         }
         if plans.len() > usize::from(u16::MAX) {
             self.problem("plans", format!("too many plans ({}, at most {})", plans.len(), u16::MAX));
@@ -1086,7 +1086,7 @@ impl Validator {
             None => default_plan,
         };
 
-        let mut tokens = HashMap::new();
+        let mut tokens = HashMap::default();
         if let Some(identity) = identity {
             for (token, plan) in &raw_tokens {
                 let hash = identity.hasher.token(token.as_bytes());

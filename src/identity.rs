@@ -14,6 +14,8 @@ use ipnet::IpNet;
 
 use crate::request::Forwarded;
 
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
 /// Where a token may be found.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Source {
@@ -87,7 +89,7 @@ pub enum ClientIp {
 impl ClientIp {
     pub fn resolve(&self, headers: &HeaderMap, peer: IpAddr) -> IpAddr {
         let mut xff = headers
-            .get_all("x-forwarded-for")
+            .get_all(&X_FORWARDED_FOR)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
@@ -329,7 +331,7 @@ fn find<'a>(
             form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == name.as_str()).map(|(_, v)| v)
         }),
         Source::Cookie(name) => headers
-            .get_all("cookie")
+            .get_all(http::header::COOKIE)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| cookie::Cookie::split_parse(v).filter_map(Result::ok))

@@ -6,16 +6,18 @@
 //! rule's name keeps its counters. How counters are stored is `store`'s business.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use globset::GlobMatcher;
-use http::HeaderMap;
+use http::{HeaderMap, HeaderValue};
 use ipnet::IpNet;
 use smallvec::SmallVec;
 
 use crate::identity::{Caller, Key};
 use crate::limiter::Limit;
 use crate::request::Forwarded;
+use crate::telemetry::DecisionCounters;
 
 /// The scope of a plan's own limits.
 pub const PLAN_SCOPE: u32 = 0;
@@ -24,11 +26,53 @@ pub const PLAN_SCOPE: u32 = 0;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct PlanId(pub u16);
 
+/// Token hashes to plans. The keys are keyed BLAKE3 hashes already, uniform and unknowable
+/// without the hashing key, so they are not hashed again: see [`KeyHasher`].
+pub type Tokens = HashMap<Key, PlanId, BuildHasherDefault<KeyHasher>>;
+
+/// Folds a [`Key`]'s 128 bits to 64 instead of running SipHash over them. Other input (none in
+/// quotagate) is mixed in FxHash's way.
+#[derive(Default)]
+pub struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        }
+    }
+
+    fn write_u128(&mut self, v: u128) {
+        self.0 ^= (v as u64) ^ ((v >> 64) as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// Index of a rule in [`Policy::rules`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RuleId(pub usize);
+
 #[derive(Clone, Debug)]
 pub struct Plan {
     pub name: Arc<str>,
     pub unlimited: bool,
     pub limits: Vec<Limit>,
+    /// `name` as the `X-Quotagate-Plan` header value, made once here rather than per response;
+    /// `None` if the name cannot be a header value (the header is then left out).
+    pub header: Option<HeaderValue>,
+    /// This plan's decision counters, resolved on first use (see [`DecisionCounters`]).
+    pub counters: DecisionCounters,
+}
+
+impl Plan {
+    pub fn new(name: impl Into<Arc<str>>, unlimited: bool, limits: Vec<Limit>) -> Plan {
+        let name = name.into();
+        let header = HeaderValue::from_str(&name).ok();
+        Plan { name, unlimited, limits, header, counters: DecisionCounters::default() }
+    }
 }
 
 /// How a rule matches a path.
@@ -106,7 +150,7 @@ pub enum UnknownTokens {
 pub struct Policy {
     pub plans: Vec<Plan>,
     /// Token hashes to plans; tokens themselves are not kept.
-    pub tokens: HashMap<Key, PlanId>,
+    pub tokens: Tokens,
     pub unknown_tokens: UnknownTokens,
     /// The plan of callers identified by IP or host.
     pub anonymous: PlanId,
@@ -131,7 +175,7 @@ pub enum PolicyError {
 #[derive(Debug)]
 pub struct Applicable<'p> {
     /// The exempting rule, if any matched: nothing is checked or counted.
-    pub exempt: Option<&'p Rule>,
+    pub exempt: Option<RuleId>,
     /// Decide and report, but let the request through.
     pub dry_run: bool,
     /// Sorted by scope id, which is also the order stores lock entries in.
@@ -142,13 +186,17 @@ pub struct Applicable<'p> {
 pub struct Scope<'p> {
     pub id: u32,
     /// `None` for the plan's own limits.
-    pub rule: Option<&'p Rule>,
+    pub rule: Option<RuleId>,
     pub limits: &'p [Limit],
 }
 
 impl Policy {
     pub fn plan(&self, id: PlanId) -> &Plan {
         &self.plans[usize::from(id.0)]
+    }
+
+    pub fn rule(&self, id: RuleId) -> &Rule {
+        &self.rules[id.0]
     }
 
     pub fn plan_named(&self, name: &str) -> Option<PlanId> {
@@ -192,16 +240,17 @@ impl Policy {
         if !p.limits.is_empty() {
             out.scopes.push(Scope { id: PLAN_SCOPE, rule: None, limits: &p.limits });
         }
-        for rule in self.rules.iter().filter(|r| r.matches(req)) {
+        for (i, rule) in self.rules.iter().enumerate().filter(|(_, r)| r.matches(req)) {
+            let id = RuleId(i);
             if rule.exempt {
-                out.exempt = Some(rule);
+                out.exempt = Some(id);
                 out.scopes.clear();
                 return out;
             }
             out.dry_run |= rule.dry_run;
             let limits = rule.limits_for(plan);
             if !limits.is_empty() {
-                out.scopes.push(Scope { id: rule.scope, rule: Some(rule), limits });
+                out.scopes.push(Scope { id: rule.scope, rule: Some(id), limits });
             }
         }
         out.scopes.sort_by_key(|s| s.id);

@@ -8,8 +8,14 @@
 
 use std::borrow::Cow;
 
-use http::HeaderMap;
+use http::header::HOST;
+use http::{HeaderMap, HeaderName};
 use percent_encoding::percent_decode_str;
+
+// Looked up by parsed name: a `&str` lookup would parse and lowercase-check the name each time.
+static X_FORWARDED_METHOD: HeaderName = HeaderName::from_static("x-forwarded-method");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static X_FORWARDED_URI: HeaderName = HeaderName::from_static("x-forwarded-uri");
 
 /// The forwarded request: borrowed from the check request's headers where possible.
 #[derive(Debug)]
@@ -27,11 +33,11 @@ impl<'a> Forwarded<'a> {
     /// Reads the forwarded request from `headers`; `method` and `uri` are the check request's
     /// own, used when the `X-Forwarded-*` headers are missing.
     pub fn from_headers(headers: &'a HeaderMap, method: &'a str, uri: &'a str) -> Forwarded<'a> {
-        let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-        let method = text("x-forwarded-method").unwrap_or(method);
-        let host = text("x-forwarded-host").or_else(|| text("host")).unwrap_or("");
+        let text = |name: &HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+        let method = text(&X_FORWARDED_METHOD).unwrap_or(method);
+        let host = text(&X_FORWARDED_HOST).or_else(|| text(&HOST)).unwrap_or("");
         let host = strip_port(host);
-        let uri = text("x-forwarded-uri").unwrap_or(uri);
+        let uri = text(&X_FORWARDED_URI).unwrap_or(uri);
         let (path, query) = match uri.split_once('?') {
             Some((p, q)) => (p, Some(q)),
             None => (uri, None),

@@ -1,8 +1,14 @@
 //! Logs (tracing) and metrics (Prometheus text, `quotagate_*`). The registry belongs to the
 //! server state rather than a global, so tests can run several servers in one process.
+//!
+//! Counting a decision is on every check's path, so its counter is looked up in the label
+//! family (hashing the label set, a read lock) only the first time a label set occurs; after
+//! that the counter (which shares its atomic with the family's) is taken from a small table held
+//! by the plan ([`DecisionCounters`]), or by [`Metrics`] for checks without a plan.
 
 use std::fmt::Write as _;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
@@ -11,6 +17,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+
+use crate::policy::{Plan, PlanId, Policy, RuleId};
 
 /// Log format, from `QUOTAGATE_LOG_FORMAT`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -78,6 +86,46 @@ pub enum Outcome {
     unchecked,
 }
 
+impl Outcome {
+    const COUNT: usize = 9;
+}
+
+/// Rules beyond this index take the family path: a plan's table stays under 150 KB.
+const MAX_CACHED_RULES: usize = 1024;
+const _: () = assert!(Outcome::unchecked as usize + 1 == Outcome::COUNT, "Outcome::COUNT is the last + 1");
+
+/// A plan's decision counters, one per (outcome, rule or none), filled on first use so that the
+/// exposition shows only label sets that occurred, as the family alone would. Built empty with
+/// the plan at config load; a reload starts a new table (the family keeps the series, so a
+/// counter found again after a reload continues where it was).
+///
+/// The table belongs to the first [`Metrics`] that fills it; any other (a test running two
+/// servers on clones of one config) takes the family path. A clone starts empty for the same
+/// reason.
+#[derive(Default)]
+pub struct DecisionCounters {
+    table: OnceLock<CounterTable>,
+}
+
+struct CounterTable {
+    /// [`Metrics::id`] of the metrics the counters belong to.
+    owner: u64,
+    /// `(rule index + 1) * Outcome::COUNT + outcome`, rule index 0 meaning no rule.
+    slots: Box<[OnceLock<Counter>]>,
+}
+
+impl Clone for DecisionCounters {
+    fn clone(&self) -> Self {
+        DecisionCounters::default()
+    }
+}
+
+impl std::fmt::Debug for DecisionCounters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DecisionCounters(..)")
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DecisionLabels {
     outcome: Outcome,
@@ -99,8 +147,12 @@ struct ConnectionLabels {
 /// The service's metrics.
 #[derive(Debug)]
 pub struct Metrics {
+    /// Unique per instance, for [`DecisionCounters`].
+    id: u64,
     registry: Registry,
     decisions: Family<DecisionLabels, Counter>,
+    /// Decisions without a plan (plan and rule `"-"`), by outcome.
+    unplanned: [OnceLock<Counter>; Outcome::COUNT],
     latency: Histogram,
     live_keys: Gauge,
     reloads: Family<ReloadLabels, Counter>,
@@ -149,13 +201,53 @@ impl Metrics {
             "Connections accepted on the check listener, by transport (plain, tls) and ALPN protocol",
             connections.clone(),
         );
-        Metrics { registry, decisions, latency, live_keys, reloads, store_up, store_errors, connections }
+        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+        Metrics {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            registry,
+            decisions,
+            unplanned: Default::default(),
+            latency,
+            live_keys,
+            reloads,
+            store_up,
+            store_errors,
+            connections,
+        }
     }
 
-    /// Counts one decision. `plan` and `rule` are `"-"` where none applies.
-    pub fn decision(&self, outcome: Outcome, plan: &Arc<str>, rule: &Arc<str>) {
-        let labels = DecisionLabels { outcome, plan: Name(plan.clone()), rule: Name(rule.clone()) };
-        self.decisions.get_or_create(&labels).inc();
+    /// Counts one decision under `policy`; the plan and rule labels are `"-"` where none applies.
+    pub fn decision(&self, outcome: Outcome, policy: &Policy, plan: Option<PlanId>, rule: Option<RuleId>) {
+        let Some(plan_id) = plan else {
+            self.unplanned[outcome as usize].get_or_init(|| self.counter(outcome, None, None)).inc();
+            return;
+        };
+        let plan = policy.plan(plan_id);
+        let table = plan.counters.table.get_or_init(|| CounterTable {
+            owner: self.id,
+            slots: (0..(policy.rules.len().min(MAX_CACHED_RULES) + 1) * Outcome::COUNT)
+                .map(|_| OnceLock::new())
+                .collect(),
+        });
+        let slot = rule.map_or(0, |r| r.0 + 1) * Outcome::COUNT + outcome as usize;
+        let rule = rule.map(|r| &policy.rule(r).name);
+        match table.slots.get(slot) {
+            Some(counter) if table.owner == self.id => {
+                counter.get_or_init(|| self.counter(outcome, Some(plan), rule)).inc()
+            }
+            _ => self.counter(outcome, Some(plan), rule).inc(),
+        };
+    }
+
+    /// The family's counter for one label set.
+    fn counter(&self, outcome: Outcome, plan: Option<&Plan>, rule: Option<&Arc<str>>) -> Counter {
+        let none = || Arc::<str>::from("-");
+        let labels = DecisionLabels {
+            outcome,
+            plan: Name(plan.map_or_else(none, |p| p.name.clone())),
+            rule: Name(rule.map_or_else(none, Arc::clone)),
+        };
+        self.decisions.get_or_create(&labels).clone()
     }
 
     pub fn check_took(&self, d: Duration) {

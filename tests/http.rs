@@ -425,6 +425,42 @@ async fn reserved_paths_report_health_readiness_and_metrics() {
 }
 
 #[tokio::test]
+async fn decision_metrics_count_each_label_set_across_reloads_and_servers() {
+    let h = Harness::new(CONTRACT);
+    let auth = [("authorization", "Bearer rule-tok")];
+    for _ in 0..3 {
+        h.check("POST", "/api/summarize", &auth).await;
+    }
+    h.check("GET", "/docs/intro", &auth).await;
+    h.check("GET", "/api/items", &[]).await;
+    h.bearer("m").await;
+    // A reload builds new plans; the series go on from where they were.
+    h.state.config.store(Arc::new(Config::parse(CONTRACT, "again.toml", None).unwrap()));
+    h.bearer("m").await;
+    // A second server on the very same config object counts on its own metrics.
+    let other = Harness::new(CONTRACT);
+    other.state.config.store(h.state.config.load_full());
+    other.bearer("m").await;
+
+    let m = h.get("/metrics").await.body;
+    let decisions: Vec<&str> = m.lines().filter(|l| l.starts_with("quotagate_decisions_total")).collect();
+    let mut expected = [
+        r#"quotagate_decisions_total{outcome="allowed",plan="free",rule="summarize"} 2"#,
+        r#"quotagate_decisions_total{outcome="denied",plan="free",rule="summarize"} 1"#,
+        r#"quotagate_decisions_total{outcome="exempt",plan="free",rule="docs"} 1"#,
+        r#"quotagate_decisions_total{outcome="rejected",plan="-",rule="-"} 1"#,
+        r#"quotagate_decisions_total{outcome="allowed",plan="free",rule="-"} 2"#,
+    ];
+    let mut got = decisions.clone();
+    expected.sort_unstable();
+    got.sort_unstable();
+    assert_eq!(got, expected, "in\n{m}");
+    let m = other.get("/metrics").await.body;
+    let decisions: Vec<&str> = m.lines().filter(|l| l.starts_with("quotagate_decisions_total")).collect();
+    assert_eq!(decisions, [r#"quotagate_decisions_total{outcome="allowed",plan="free",rule="-"} 1"#]);
+}
+
+#[tokio::test]
 async fn a_swapped_config_keeps_the_counters() {
     let h = Harness::new(CONTRACT);
     for _ in 0..10 {

@@ -1,7 +1,6 @@
 //! The forwardAuth handler: one check, top to bottom. The clock is read once, here.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{ConnectInfo, Request, State};
@@ -15,12 +14,6 @@ use crate::config::Config;
 use crate::request::Forwarded;
 use crate::store::{Counting, Scoped};
 use crate::telemetry::Outcome;
-
-/// `"-"`: the plan or rule label when none applies.
-fn none() -> Arc<str> {
-    thread_local! { static NONE: Arc<str> = Arc::from("-"); }
-    NONE.with(Arc::clone)
-}
 
 /// Answers one forwardAuth check.
 pub async fn check(State(state): State<AppState>, req: Request) -> Response {
@@ -49,7 +42,7 @@ async fn decide(
     if !policy.allow.is_empty() {
         let ip = config.identity.client_ip(headers, peer);
         if policy.is_allowed_ip(ip) {
-            state.metrics.decision(Outcome::allow_listed, &none(), &none());
+            state.metrics.decision(Outcome::allow_listed, policy, None, None);
             return response::pass(None, None);
         }
     }
@@ -57,7 +50,7 @@ async fn decide(
         Ok(caller) => caller,
         Err(e) => {
             tracing::debug!(error = %e, "request not identified");
-            state.metrics.decision(Outcome::rejected, &none(), &none());
+            state.metrics.decision(Outcome::rejected, policy, None, None);
             return response::unidentified(&e);
         }
     };
@@ -65,19 +58,19 @@ async fn decide(
         Ok(p) => p,
         Err(e) => {
             tracing::debug!(%caller, error = %e, "token rejected");
-            state.metrics.decision(Outcome::rejected, &none(), &none());
+            state.metrics.decision(Outcome::rejected, policy, None, None);
             return response::unknown_token(&caller);
         }
     };
     let plan = policy.plan(plan_id);
     let applicable = policy.applicable(plan_id, req);
     if let Some(rule) = applicable.exempt {
-        state.metrics.decision(Outcome::exempt, &plan.name, &rule.name);
-        return response::pass(Some(&plan.name), Some(&caller));
+        state.metrics.decision(Outcome::exempt, policy, Some(plan_id), Some(rule));
+        return response::pass(Some(plan), Some(&caller));
     }
     if applicable.scopes.is_empty() {
-        state.metrics.decision(Outcome::unlimited, &plan.name, &none());
-        return response::pass(Some(&plan.name), Some(&caller));
+        state.metrics.decision(Outcome::unlimited, policy, Some(plan_id), None);
+        return response::pass(Some(plan), Some(&caller));
     }
 
     let scoped: SmallVec<[Scoped<'_>; 4]> =
@@ -87,32 +80,33 @@ async fn decide(
     let decision = match state.store.check(caller.key(), &scoped, now, counting).await {
         Ok(d) => d,
         Err(e) => {
-            state.metrics.decision(Outcome::unavailable, &plan.name, &none());
+            state.metrics.decision(Outcome::unavailable, policy, Some(plan_id), None);
             tracing::debug!(%caller, error = %e, "store unavailable: failing closed");
             return response::unavailable(&e);
         }
     };
     if decision.verdicts.is_empty() {
         // The store could not check and `on_error = "allow"` lets the request through.
-        state.metrics.decision(Outcome::unchecked, &plan.name, &none());
-        return response::pass(Some(&plan.name), Some(&caller));
+        state.metrics.decision(Outcome::unchecked, policy, Some(plan_id), None);
+        return response::pass(Some(plan), Some(&caller));
     }
-    let report =
-        Report { plan: &plan.name, caller: &caller, scopes: &applicable.scopes, decision: &decision };
+    let report = Report { plan, caller: &caller, scopes: &applicable.scopes, decision: &decision };
 
     if decision.allowed {
-        let rule = applicable.scopes.iter().find_map(|s| s.rule).map_or_else(none, |r| r.name.clone());
-        state.metrics.decision(Outcome::allowed, &plan.name, &rule);
+        let rule = applicable.scopes.iter().find_map(|s| s.rule);
+        state.metrics.decision(Outcome::allowed, policy, Some(plan_id), rule);
         tracing::debug!(%caller, plan = %plan.name, "allowed");
         return response::allowed(&report);
     }
-    let rule = report.denying_rule().map_or_else(none, |r| r.name.clone());
+    let rule = report.denying_rule();
+    // For the logs only: evaluated when the debug level is on.
+    let rule_name = || rule.map_or("-", |r| &*policy.rule(r).name);
     if applicable.dry_run {
-        state.metrics.decision(Outcome::dry_run_denied, &plan.name, &rule);
-        tracing::debug!(%caller, plan = %plan.name, %rule, limits = %report.violated_names(), "would deny (dry run)");
+        state.metrics.decision(Outcome::dry_run_denied, policy, Some(plan_id), rule);
+        tracing::debug!(%caller, plan = %plan.name, rule = rule_name(), limits = %report.violated_names(), "would deny (dry run)");
         return response::allowed(&report);
     }
-    state.metrics.decision(Outcome::denied, &plan.name, &rule);
-    tracing::debug!(%caller, plan = %plan.name, %rule, limits = %report.violated_names(), "denied");
+    state.metrics.decision(Outcome::denied, policy, Some(plan_id), rule);
+    tracing::debug!(%caller, plan = %plan.name, rule = rule_name(), limits = %report.violated_names(), "denied");
     response::denied(&report)
 }

@@ -8,17 +8,19 @@
 //!   `application/problem+json` body naming the violated limits.
 //! - 400 / 401: a problem+json body saying what is wrong with the credentials.
 
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
 
 use axum::body::Body;
 use axum::http::header::{CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::Response;
+use serde::Serialize;
 use serde_json::json;
+use smallvec::SmallVec;
 
 use crate::identity::{Caller, IdentityError};
 use crate::limiter::{Verdict, SECOND};
-use crate::policy::{Rule, Scope};
+use crate::policy::{Plan, RuleId, Scope};
 use crate::store::{Decision, Judged, StoreError};
 
 static X_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
@@ -30,6 +32,11 @@ static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
 const PROBLEM_JSON: &str = "application/problem+json";
 
+/// Headers on a 200 with limit information, and on a 429 (with its body): the maps are made
+/// this size at once instead of growing (and rehashing) on the way.
+const ALLOWED_HEADERS: usize = 5;
+const DENIED_HEADERS: usize = 10;
+
 /// Whole seconds, rounded up: a client told to wait this long never comes back too early.
 pub fn ceil_secs(nanos: u64) -> u64 {
     nanos.div_ceil(SECOND)
@@ -37,7 +44,7 @@ pub fn ceil_secs(nanos: u64) -> u64 {
 
 /// One decided request, for building its answer.
 pub struct Report<'a> {
-    pub plan: &'a str,
+    pub plan: &'a Plan,
     pub caller: &'a Caller,
     pub scopes: &'a [Scope<'a>],
     pub decision: &'a Decision,
@@ -66,38 +73,117 @@ impl Report<'_> {
     }
 
     /// The rule of the violated limit with the longest wait, if it belongs to a rule.
-    pub fn denying_rule(&self) -> Option<&Rule> {
+    pub fn denying_rule(&self) -> Option<RuleId> {
         let j = self.most_constrained()?;
         self.scopes[usize::from(j.scope)].rule
     }
 
-    /// The violated limits' names, comma-separated (for logs).
-    pub fn violated_names(&self) -> String {
-        self.violated().map(|j| self.name(j)).collect::<Vec<_>>().join(",")
+    /// The violated limits' names, comma-separated (for logs), written when displayed.
+    pub fn violated_names(&self) -> ViolatedNames<'_> {
+        ViolatedNames(self)
     }
 }
 
+/// See [`Report::violated_names`].
+pub struct ViolatedNames<'a>(&'a Report<'a>);
+
+impl fmt::Display for ViolatedNames<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, j) in self.0.violated().enumerate() {
+            if i > 0 {
+                f.write_char(',')?;
+            }
+            f.write_str(self.0.name(j))?;
+        }
+        Ok(())
+    }
+}
+
+/// A header value's text, on the stack unless unusually long, so that the value itself is the
+/// only allocation (`HeaderValue::from_bytes` copies into an exact-size buffer, where
+/// `HeaderValue::from(u64)` or a `String` turned into one allocate twice).
+#[derive(Default)]
+struct Text(SmallVec<[u8; 128]>);
+
+impl fmt::Write for Text {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
+    }
+}
+
+impl Text {
+    fn value(&self) -> Option<HeaderValue> {
+        HeaderValue::from_bytes(&self.0).ok()
+    }
+}
+
+/// "00" to "99": the numbers below 100 as static header values, which cost no allocation.
+const PAIRS: &str = "00010203040506070809101112131415161718192021222324252627282930313233343536373839\
+                     40414243444546474849505152535455565758596061626364656667686970717273747576777879\
+                     8081828384858687888990919293949596979899";
+
 fn number(n: u64) -> HeaderValue {
-    HeaderValue::from(n)
+    match usize::try_from(n) {
+        Ok(n @ 0..10) => HeaderValue::from_static(&PAIRS[2 * n + 1..2 * n + 2]),
+        Ok(n @ 10..100) => HeaderValue::from_static(&PAIRS[2 * n..2 * n + 2]),
+        _ => {
+            let mut digits = [0u8; 20];
+            HeaderValue::from_bytes(decimal(n, &mut digits)).expect("digits are a valid header value")
+        }
+    }
+}
+
+/// `n` in decimal, written at the end of `buf` (20 bytes hold any u64).
+fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut start = buf.len();
+    loop {
+        start -= 1;
+        buf[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[start..];
+        }
+    }
 }
 
 /// A structured-field string: `"name"` with `\` and `"` escaped.
-fn sf_string(out: &mut String, s: &str) {
-    out.push('"');
-    for c in s.chars() {
-        if c == '"' || c == '\\' {
-            out.push('\\');
+fn sf_string(out: &mut Text, s: &str) {
+    out.0.push(b'"');
+    for b in s.bytes() {
+        if b == b'"' || b == b'\\' {
+            out.0.push(b'\\');
         }
-        out.push(c);
+        out.0.push(b);
     }
-    out.push('"');
+    out.0.push(b'"');
 }
 
-fn identity_headers(headers: &mut HeaderMap, plan: Option<&str>, caller: Option<&Caller>) {
-    if let Some(v) = plan.and_then(|p| HeaderValue::from_str(p).ok()) {
+/// `caller` as [`Caller`]'s `Display` writes it, without the formatting machinery for the
+/// fingerprints.
+fn identity_value(caller: &Caller) -> Option<HeaderValue> {
+    let mut text = Text::default();
+    let (prefix, key) = match caller {
+        Caller::Token(k) => ("tok:", k),
+        Caller::Host(k) => ("host:", k),
+        Caller::Ip(ip, _) => {
+            let _ = write!(text, "ip:{ip}");
+            return text.value();
+        }
+    };
+    text.0.extend_from_slice(prefix.as_bytes());
+    let fp = key.fingerprint().0;
+    for shift in (0..8).rev() {
+        text.0.push(b"0123456789abcdef"[(fp >> (shift * 4)) as usize & 0xf]);
+    }
+    text.value()
+}
+
+fn identity_headers(headers: &mut HeaderMap, plan: Option<&Plan>, caller: Option<&Caller>) {
+    if let Some(v) = plan.and_then(|p| p.header.clone()) {
         headers.insert(X_PLAN.clone(), v);
     }
-    if let Some(v) = caller.and_then(|c| HeaderValue::from_str(&c.to_string()).ok()) {
+    if let Some(v) = caller.and_then(identity_value) {
         headers.insert(X_IDENTITY.clone(), v);
     }
 }
@@ -109,7 +195,7 @@ fn x_ratelimit(headers: &mut HeaderMap, v: &Verdict) {
 }
 
 /// 200 with no limit information: exempt, unlimited or allow-listed.
-pub fn pass(plan: Option<&str>, caller: Option<&Caller>) -> Response {
+pub fn pass(plan: Option<&Plan>, caller: Option<&Caller>) -> Response {
     let mut res = Response::new(Body::empty());
     identity_headers(res.headers_mut(), plan, caller);
     res
@@ -117,21 +203,80 @@ pub fn pass(plan: Option<&str>, caller: Option<&Caller>) -> Response {
 
 /// 200 for a request within its limits.
 pub fn allowed(report: &Report<'_>) -> Response {
-    let mut res = pass(Some(report.plan), Some(report.caller));
+    let mut res = Response::new(Body::empty());
+    let h = res.headers_mut();
+    *h = HeaderMap::with_capacity(ALLOWED_HEADERS);
+    identity_headers(h, Some(report.plan), Some(report.caller));
     if let Some(j) = report.most_constrained() {
-        x_ratelimit(res.headers_mut(), &j.verdict);
+        x_ratelimit(h, &j.verdict);
     }
     res
 }
 
+/// The 429 body. Fields in alphabetical order, as `serde_json::Value` (a `BTreeMap`) wrote
+/// them before.
+#[derive(Serialize)]
+struct Denied<'a> {
+    detail: DeniedDetail<'a>,
+    plan: &'a str,
+    retry_after_seconds: u64,
+    status: u16,
+    title: &'static str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    violated: ViolatedList<'a>,
+}
+
+/// The violated limits, serialised as they are read from the report.
+struct ViolatedList<'a>(&'a Report<'a>);
+
+impl Serialize for ViolatedList<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.violated().map(|j| Violated {
+            name: self.0.name(j),
+            quota: j.verdict.quota,
+            retry_after_seconds: ceil_secs(j.verdict.retry_after).max(1),
+            window_seconds: ceil_secs(j.verdict.window).max(1),
+        }))
+    }
+}
+
+#[derive(Serialize)]
+struct Violated<'a> {
+    name: &'a str,
+    quota: u32,
+    retry_after_seconds: u64,
+    window_seconds: u64,
+}
+
+/// `rate limit exceeded (NAMES) for plan PLAN; retry in N s`, written straight into the body.
+struct DeniedDetail<'a> {
+    report: &'a Report<'a>,
+    retry_after: u64,
+}
+
+impl fmt::Display for DeniedDetail<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (names, plan, retry_after) =
+            (self.report.violated_names(), &self.report.plan.name, self.retry_after);
+        write!(f, "rate limit exceeded ({names}) for plan {plan}; retry in {retry_after} s")
+    }
+}
+
+impl Serialize for DeniedDetail<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
 /// 429 for a request over a limit.
 pub fn denied(report: &Report<'_>) -> Response {
-    let mut policy = String::with_capacity(64);
-    let mut state = String::with_capacity(64);
+    let mut policy = Text::default();
+    let mut state = Text::default();
     for (i, j) in report.decision.verdicts.iter().enumerate() {
         if i > 0 {
-            policy.push_str(", ");
-            state.push_str(", ");
+            policy.0.extend_from_slice(b", ");
+            state.0.extend_from_slice(b", ");
         }
         let v = &j.verdict;
         let name = report.name(j);
@@ -143,32 +288,25 @@ pub fn denied(report: &Report<'_>) -> Response {
     }
     let worst = report.most_constrained().expect("a denied request violates a limit");
     let retry_after = ceil_secs(worst.verdict.retry_after).max(1);
-    let violated: Vec<_> = report
-        .violated()
-        .map(|j| {
-            json!({
-                "name": report.name(j),
-                "quota": j.verdict.quota,
-                "window_seconds": ceil_secs(j.verdict.window).max(1),
-                "retry_after_seconds": ceil_secs(j.verdict.retry_after).max(1),
-            })
-        })
-        .collect();
-    let names = report.violated_names();
-    let body = json!({
-        "type": "urn:quotagate:rate-limited",
-        "title": "Too Many Requests",
-        "status": 429,
-        "detail": format!("rate limit exceeded ({names}) for plan {}; retry in {retry_after} s", report.plan),
-        "plan": report.plan,
-        "violated": violated,
-        "retry_after_seconds": retry_after,
-    });
-    let mut res = problem_response(StatusCode::TOO_MANY_REQUESTS, &body);
+    let body = Denied {
+        detail: DeniedDetail { report, retry_after },
+        plan: &report.plan.name,
+        retry_after_seconds: retry_after,
+        status: 429,
+        title: "Too Many Requests",
+        kind: "urn:quotagate:rate-limited",
+        violated: ViolatedList(report),
+    };
+    let mut json = Vec::with_capacity(512);
+    serde_json::to_writer(&mut json, &body).expect("the body serialises");
+    let mut res = Response::new(Body::from(json));
+    *res.status_mut() = StatusCode::TOO_MANY_REQUESTS;
     let h = res.headers_mut();
+    *h = HeaderMap::with_capacity(DENIED_HEADERS);
+    h.insert(CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
     h.insert(RETRY_AFTER, number(retry_after));
-    h.insert(RATELIMIT_POLICY.clone(), HeaderValue::from_str(&policy).expect("names are header-safe"));
-    h.insert(RATELIMIT.clone(), HeaderValue::from_str(&state).expect("names are header-safe"));
+    h.insert(RATELIMIT_POLICY.clone(), policy.value().expect("names are header-safe"));
+    h.insert(RATELIMIT.clone(), state.value().expect("names are header-safe"));
     x_ratelimit(h, &worst.verdict);
     identity_headers(h, Some(report.plan), Some(report.caller));
     res
@@ -233,4 +371,81 @@ pub fn unavailable(e: &StoreError) -> Response {
     let mut res = problem_response(StatusCode::SERVICE_UNAVAILABLE, &body);
     res.headers_mut().insert(RETRY_AFTER, number(retry_after));
     res
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+
+    use super::*;
+    use crate::identity::Key;
+
+    #[test]
+    fn numbers_read_the_same_from_the_table_and_from_digits() {
+        for n in [0, 1, 9, 10, 42, 99, 100, 101, 86_400, u64::MAX] {
+            assert_eq!(number(n), HeaderValue::from(n), "{n}");
+        }
+    }
+
+    #[test]
+    fn the_identity_header_is_the_callers_display() {
+        let key = Key(0x1a2b_3c4d_0000_0000_0000_0000_0000_0000);
+        let ip: IpAddr = "2001:db8::1".parse().unwrap();
+        for caller in [Caller::Token(key), Caller::Host(Key(7 << 96)), Caller::Ip(ip, key)] {
+            assert_eq!(identity_value(&caller).unwrap(), caller.to_string().as_str());
+        }
+    }
+
+    #[test]
+    fn the_429_body_is_what_serde_json_value_wrote() {
+        use crate::limiter::{Algorithm, Limit};
+        let gcra =
+            |burst| Algorithm::Gcra { emission: SECOND, burst: std::num::NonZeroU32::new(burst).unwrap() };
+        let limits = [Limit::new("minute", gcra(10)), Limit::new("d\"a\\y", gcra(1000))];
+        let scopes = [Scope { id: 0, rule: None, limits: &limits }];
+        let verdict = |allowed, quota, retry_after| Verdict {
+            allowed,
+            quota,
+            remaining: 0,
+            reset: 42 * SECOND,
+            retry_after,
+            window: 60 * SECOND,
+        };
+        let decision = Decision {
+            allowed: false,
+            verdicts: [
+                Judged { scope: 0, limit: 0, verdict: verdict(false, 10, 41_700_000_000) },
+                Judged { scope: 0, limit: 1, verdict: verdict(false, 1000, 17_000 * SECOND) },
+            ]
+            .into_iter()
+            .collect(),
+        };
+        let plan = Plan::new("fr\"ee", false, limits.to_vec());
+        let caller = Caller::Token(Key(1));
+        let report = Report { plan: &plan, caller: &caller, scopes: &scopes, decision: &decision };
+        let res = denied(&report);
+        let body = futures_body(res);
+        let expected = json!({
+            "type": "urn:quotagate:rate-limited",
+            "title": "Too Many Requests",
+            "status": 429,
+            "detail": "rate limit exceeded (minute,d\"a\\y) for plan fr\"ee; retry in 17000 s",
+            "plan": "fr\"ee",
+            "violated": [
+                { "name": "minute", "quota": 10, "window_seconds": 60, "retry_after_seconds": 42 },
+                { "name": "d\"a\\y", "quota": 1000, "window_seconds": 60, "retry_after_seconds": 17000 },
+            ],
+            "retry_after_seconds": 17000,
+        });
+        assert_eq!(body, expected.to_string());
+    }
+
+    fn futures_body(res: Response) -> String {
+        let bytes = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(axum::body::to_bytes(res.into_body(), usize::MAX))
+            .unwrap();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
 }
