@@ -261,3 +261,36 @@ async fn sigterm_stops_the_service_cleanly() {
     assert!(status.success(), "{status}");
     assert!(s.quotagate.log().contains("quotagate stopped"));
 }
+
+#[tokio::test]
+async fn with_auth_request_headers_trimmed_to_the_token_limits_and_rules_still_apply() {
+    // The README's advice: Traefik sends only `Authorization` (plus its X-Forwarded-*), which is
+    // all quotagate reads with these identity sources.
+    let quotagate = Quotagate::start(CONFIG).await;
+    let backend = Backend::start().await;
+    let traefik = Traefik::builder(&format!("{}/", quotagate.url()), &backend.url())
+        .trust_forward_header(false)
+        .auth_response_headers(AUTH_RESPONSE_HEADERS)
+        .forward_auth_yaml("authRequestHeaders: [Authorization]")
+        .start()
+        .await;
+    let http = client();
+    let summarize = format!("{}/api/summarize", traefik.url());
+    for i in 0..2 {
+        let r =
+            http.post(&summarize).bearer_auth("trimmed").header("cookie", "session=1").send().await.unwrap();
+        assert_eq!(r.status(), 200, "summarize {i}");
+    }
+    // The rule saw the forwarded method and path: its 2 are used up, the plan's 10 are not.
+    let r = http.post(&summarize).bearer_auth("trimmed").send().await.unwrap();
+    assert_eq!(r.status(), 429);
+    let items = format!("{}/api/items", traefik.url());
+    for i in 2..10 {
+        let r = http.get(&items).bearer_auth("trimmed").send().await.unwrap();
+        assert_eq!(r.status(), 200, "request {i}");
+    }
+    assert_eq!(http.get(&items).bearer_auth("trimmed").send().await.unwrap().status(), 429);
+    let r = http.get(&items).send().await.unwrap();
+    assert_eq!(r.status(), 401, "no token is still told apart");
+    assert_eq!(backend.request_count(), 10);
+}
