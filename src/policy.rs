@@ -6,12 +6,12 @@
 //! rule's name keeps its counters. How counters are stored is `store`'s business.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use globset::GlobMatcher;
 use http::{HeaderMap, HeaderValue};
 use ipnet::IpNet;
+use rustc_hash::FxBuildHasher;
 use smallvec::SmallVec;
 
 use crate::identity::{Caller, Key};
@@ -27,29 +27,8 @@ pub const PLAN_SCOPE: u32 = 0;
 pub struct PlanId(pub u16);
 
 /// Token hashes to plans. The keys are keyed BLAKE3 hashes already, uniform and unknowable
-/// without the hashing key, so they are not hashed again: see [`KeyHasher`].
-pub type Tokens = HashMap<Key, PlanId, BuildHasherDefault<KeyHasher>>;
-
-/// Folds a [`Key`]'s 128 bits to 64 instead of running SipHash over them. Other input (none in
-/// quotagate) is mixed in FxHash's way.
-#[derive(Default)]
-pub struct KeyHasher(u64);
-
-impl Hasher for KeyHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-        }
-    }
-
-    fn write_u128(&mut self, v: u128) {
-        self.0 ^= (v as u64) ^ ((v >> 64) as u64);
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
+/// without the hashing key, so a fast non-keyed hash (Fx) is enough; SipHash would only cost time.
+pub type Tokens = HashMap<Key, PlanId, FxBuildHasher>;
 
 /// Index of a rule in [`Policy::rules`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
