@@ -159,23 +159,10 @@ fn sf_string(out: &mut Text, s: &str) {
     out.0.push(b'"');
 }
 
-/// `caller` as [`Caller`]'s `Display` writes it, without the formatting machinery for the
-/// fingerprints.
+/// `caller` as its `Display` writes it, into a stack buffer: no allocation but the value's.
 fn identity_value(caller: &Caller) -> Option<HeaderValue> {
     let mut text = Text::default();
-    let (prefix, key) = match caller {
-        Caller::Token(k) => ("tok:", k),
-        Caller::Host(k) => ("host:", k),
-        Caller::Ip(ip, _) => {
-            let _ = write!(text, "ip:{ip}");
-            return text.value();
-        }
-    };
-    text.0.extend_from_slice(prefix.as_bytes());
-    let fp = key.fingerprint().0;
-    for shift in (0..8).rev() {
-        text.0.push(b"0123456789abcdef"[(fp >> (shift * 4)) as usize & 0xf]);
-    }
+    write!(text, "{caller}").ok()?;
     text.value()
 }
 
