@@ -127,23 +127,7 @@ fn number(n: u64) -> HeaderValue {
     match usize::try_from(n) {
         Ok(n @ 0..10) => HeaderValue::from_static(&PAIRS[2 * n + 1..2 * n + 2]),
         Ok(n @ 10..100) => HeaderValue::from_static(&PAIRS[2 * n..2 * n + 2]),
-        _ => {
-            let mut digits = [0u8; 20];
-            HeaderValue::from_bytes(decimal(n, &mut digits)).expect("digits are a valid header value")
-        }
-    }
-}
-
-/// `n` in decimal, written at the end of `buf` (20 bytes hold any u64).
-fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
-    let mut start = buf.len();
-    loop {
-        start -= 1;
-        buf[start] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            return &buf[start..];
-        }
+        _ => HeaderValue::from_str(itoa::Buffer::new().format(n)).expect("digits are a valid header value"),
     }
 }
 
