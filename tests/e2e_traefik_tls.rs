@@ -56,16 +56,8 @@ async fn stack() -> Stack {
 
 /// `quotagate_connections_accepted_total{transport=..,alpn=..}` from the admin listener.
 async fn connections(quotagate: &Quotagate, transport: &str, alpn: &str) -> u64 {
-    let text = client()
-        .get(format!("{}/metrics", quotagate.admin_url()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let sample = format!(r#"quotagate_connections_accepted_total{{transport="{transport}",alpn="{alpn}"}}"#);
-    text.lines().find_map(|l| l.strip_prefix(&sample).map(|v| v.trim().parse().unwrap())).unwrap_or(0)
+    let series = format!(r#"quotagate_connections_accepted_total{{transport="{transport}",alpn="{alpn}"}}"#);
+    support::sample(&quotagate.metrics().await.expect("metrics answer"), &series).map_or(0, |v| v as u64)
 }
 
 #[tokio::test]
@@ -127,8 +119,7 @@ async fn two_hundred_checks_from_32_clients_share_a_few_h2_connections() {
     assert_eq!(http1, 0);
     assert_eq!(connections(&s.quotagate, "tls", "none").await, 0);
     // The service's own count of checks agrees: every one was answered.
-    let metrics = client().get(format!("{}/metrics", s.quotagate.admin_url())).send().await.unwrap();
-    let text = metrics.text().await.unwrap();
+    let text = s.quotagate.metrics().await.expect("metrics answer");
     assert!(
         text.contains(r#"quotagate_decisions_total{outcome="allowed",plan="pro",rule="-"} 201"#),
         "{text}"

@@ -57,13 +57,7 @@ async fn burst(urls: &[String], token: &str, n: usize) -> usize {
 }
 
 async fn metric(q: &Quotagate, name: &str) -> Option<f64> {
-    let text = client().get(format!("{}/metrics", q.url())).send().await.ok()?.text().await.ok()?;
-    text.lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))?
-        .rsplit(' ')
-        .next()?
-        .parse()
-        .ok()
+    support::sample(&q.metrics().await?, name)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

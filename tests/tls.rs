@@ -65,7 +65,8 @@ impl Tls {
             .text()
             .await
             .unwrap();
-        metric(&text, &format!(r#"quotagate_connections_accepted_total{{transport="tls",alpn="{alpn}"}}"#))
+        let series = format!(r#"quotagate_connections_accepted_total{{transport="tls",alpn="{alpn}"}}"#);
+        support::sample(&text, &series).map_or(0, |v| v as u64)
     }
 
     /// Stops the service and checks it shut down cleanly.
@@ -74,11 +75,6 @@ impl Tls {
         let server = self.server.take().unwrap();
         tokio::time::timeout(Duration::from_secs(10), server).await.expect("shuts down").unwrap().unwrap();
     }
-}
-
-/// The value of the sample `name{labels}` in Prometheus text, 0 if absent.
-fn metric(text: &str, sample: &str) -> u64 {
-    text.lines().find_map(|l| l.strip_prefix(sample).map(|v| v.trim().parse().unwrap())).unwrap_or(0)
 }
 
 #[tokio::test]

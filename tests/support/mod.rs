@@ -70,6 +70,12 @@ pub fn client() -> reqwest::Client {
         .expect("a reqwest client with these options builds")
 }
 
+/// The value of the series `series` (a metric name, with its labels if it has any) in
+/// Prometheus text, or `None` if it is absent.
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
 /// Polls `probe` every 50 ms until it returns `Some`, for at most `timeout` of real time.
 /// Returns `None` when time runs out.
 pub async fn poll<T, F, Fut>(timeout: Duration, mut probe: F) -> Option<T>

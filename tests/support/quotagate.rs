@@ -151,6 +151,11 @@ impl Quotagate {
         format!("http://127.0.0.1:{}", self.admin_port.unwrap_or(self.port))
     }
 
+    /// The Prometheus text at `/metrics`, or `None` if the service does not answer.
+    pub async fn metrics(&self) -> Option<String> {
+        client().get(format!("{}/metrics", self.admin_url())).send().await.ok()?.text().await.ok()
+    }
+
     pub fn pid(&self) -> u32 {
         self.process.pid()
     }
