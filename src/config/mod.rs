@@ -1,0 +1,131 @@
+//! The configuration: TOML parsed into [`RawConfig`] (plain serde types, every key optional
+//! where a default exists), then validated into [`Config`], whose types cannot hold an invalid
+//! value. Every problem is reported at once, each with its key path, the value and what was
+//! expected. Unknown keys are problems too (found with `serde_ignored`, so all of them are listed,
+//! not just the first). Tokens never appear in messages: a token's key path shows its fingerprint.
+//!
+//! Layout, one file per concern:
+//! - `raw.rs`: the serde types, as written in the file.
+//! - `leaf.rs`: values that parse themselves (durations, addresses, networks, sources, windows,
+//!   keywords), each with its message.
+//! - `validate.rs`: the [`Validator`](validate::Validator) that collects problems, and the order
+//!   in which sections are validated.
+//! - one file per section, holding its validated types and its checks: `server.rs`
+//!   (`[server]`, `[server.tls]`), `identity.rs` (`[identity]`), `policy.rs` (`[plans]`,
+//!   `[tokens]`, `tokens_file`, `[defaults]`), `rules.rs` (`[[rules]]`), `limits.rs` (a list of
+//!   limits, in plans and rules), `store.rs` (`[store]`).
+//!
+//! A new key: its raw field in `raw.rs`, its check in its section's file, its validated field in
+//! that section's type.
+
+mod error;
+mod identity;
+mod leaf;
+mod limits;
+mod policy;
+mod raw;
+mod rules;
+mod server;
+mod store;
+mod validate;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub use error::{ConfigError, Problem};
+pub use raw::RawConfig;
+pub use server::{Server, TlsFiles};
+pub use store::{redact, Backend, OnError, RedisConfig, RedisUrl, Secret, Snapshot, StoreConfig};
+
+use crate::identity::Identity;
+use crate::policy::Policy;
+
+/// The config used when no file is given: every API token gets 10 requests per minute.
+pub const DEFAULT_CONFIG: &str = include_str!("../../config/default.toml");
+
+/// A validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Where it came from: a path, or `<embedded default>`.
+    pub origin: String,
+    /// Files read for it (the config and its tokens file), for change detection.
+    pub files: Vec<PathBuf>,
+    pub server: Server,
+    pub identity: Identity,
+    pub policy: Policy,
+    pub store: StoreConfig,
+    /// The check listener's TLS settings, built from the files in `server.tls` when the config
+    /// was read: certificates and key parsed and matched, ALPN `h2` then `http/1.1`.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+impl Config {
+    /// Reads and validates the config at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: origin.clone(), source })?;
+        Config::parse(&text, &origin, path.parent())
+    }
+
+    /// The embedded default config.
+    pub fn embedded() -> Config {
+        Config::parse(DEFAULT_CONFIG, "<embedded default>", None).expect("the embedded config is valid")
+    }
+
+    /// Validates config text. `dir` resolves relative paths (tokens and key files).
+    pub fn parse(text: &str, origin: &str, dir: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut unknown = Vec::new();
+        let de = toml::Deserializer::new(text);
+        let raw: RawConfig =
+            serde_ignored::deserialize(de, |path| unknown.push(path.to_string())).map_err(|e| {
+                ConfigError::Syntax { path: origin.to_owned(), message: error::syntax_message(text, &e) }
+            })?;
+        let mut v = validate::Validator::new(dir);
+        for key in unknown {
+            // serde_ignored writes `?` for the `Some` of an optional table: `server.tls.?.x`.
+            v.problem(key.replace(".?", ""), "unknown key");
+        }
+        let config = v.config(raw, origin);
+        match config {
+            Some(c) if v.problems.is_empty() => Ok(c),
+            _ => Err(ConfigError::Invalid { path: origin.to_owned(), problems: v.problems }),
+        }
+    }
+
+    /// A one-paragraph summary for `check-config` and the startup log.
+    pub fn summary(&self) -> String {
+        let p = &self.policy;
+        let plans: Vec<&str> = p.plans.iter().map(|p| &*p.name).collect();
+        let rules: Vec<&str> = p.rules.iter().map(|r| &*r.name).collect();
+        let store = match &self.store.backend {
+            Backend::Memory => format!("memory (at most {} keys)", self.store.max_keys),
+            Backend::Redis(r) => {
+                let urls: Vec<String> = r.urls.iter().map(ToString::to_string).collect();
+                let kind = if r.cluster { "redis cluster" } else { "redis" };
+                format!("{kind} {} (on error: {:?})", urls.join(", "), r.on_error)
+            }
+        };
+        let listen = match &self.server.tls {
+            None => self.server.listen.to_string(),
+            Some(t) if t.client_ca.is_some() => {
+                format!("{} (TLS, h2, client certificates required)", self.server.listen)
+            }
+            Some(_) => format!("{} (TLS, h2)", self.server.listen),
+        };
+        let admin = self.server.admin_listen.map(|a| format!(", admin {a}")).unwrap_or_default();
+        format!(
+            "{}: {} plans ({}), {} rules ({}), {} tokens, default plan {}, store {}, listen {}{}",
+            self.origin,
+            plans.len(),
+            plans.join(", "),
+            rules.len(),
+            if rules.is_empty() { "none".to_owned() } else { rules.join(", ") },
+            p.tokens.len(),
+            p.plan(p.default_plan).name,
+            store,
+            listen,
+            admin,
+        )
+    }
+}

@@ -1,0 +1,111 @@
+//! The [`Validator`]: it collects every [`Problem`] while the sections are validated, resolves
+//! relative paths against the config's folder, and records the files read (for reloads). The
+//! sections' checks are `impl Validator` blocks in their own files; [`Validator::config`] calls
+//! them in file order, so problems are listed in the order a reader meets the keys.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+use super::error::Problem;
+use super::leaf::{self, Address, Humane, Invalid, Network};
+use super::raw::RawConfig;
+use super::Config;
+
+pub(super) struct Validator {
+    pub(super) problems: Vec<Problem>,
+    dir: Option<PathBuf>,
+    pub(super) files: Vec<PathBuf>,
+}
+
+impl Validator {
+    pub(super) fn new(dir: Option<&Path>) -> Validator {
+        Validator { problems: Vec::new(), dir: dir.map(Path::to_path_buf), files: Vec::new() }
+    }
+
+    pub(super) fn problem(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.problems.push(Problem { key: key.into(), message: message.into() });
+    }
+
+    /// A path as written in the config, relative to the config's folder.
+    pub(super) fn resolve(&self, path: &str) -> PathBuf {
+        match &self.dir {
+            Some(dir) if Path::new(path).is_relative() => dir.join(path),
+            _ => PathBuf::from(path),
+        }
+    }
+
+    /// Parses a leaf value (see `leaf.rs`), or records its problem under `key`.
+    pub(super) fn leaf<T: FromStr<Err = Invalid>>(
+        &mut self,
+        key: impl Into<String>,
+        value: &str,
+    ) -> Option<T> {
+        match value.parse() {
+            Ok(t) => Some(t),
+            Err(Invalid(message)) => {
+                self.problem(key, message);
+                None
+            }
+        }
+    }
+
+    /// A humane duration ("30s"), or records its problem under `key`.
+    pub(super) fn duration(&mut self, key: impl Into<String>, value: &str) -> Option<Duration> {
+        self.leaf::<Humane>(key, value).map(|d| d.0)
+    }
+
+    /// A socket address (`IP:PORT`), or records its problem under `key`.
+    pub(super) fn addr(&mut self, key: impl Into<String>, value: &str) -> Option<SocketAddr> {
+        self.leaf::<Address>(key, value).map(|a| a.0)
+    }
+
+    /// A network (CIDR or single IP), or records its problem under `key`.
+    pub(super) fn net(&mut self, key: impl Into<String>, value: &str) -> Option<IpNet> {
+        self.leaf::<Network>(key, value).map(|n| n.0)
+    }
+
+    /// One of a few keywords (see [`leaf::choice`]), or records its problem under `key`.
+    pub(super) fn choice<T: Copy>(
+        &mut self,
+        key: impl Into<String>,
+        noun: &str,
+        value: &str,
+        options: &[(&str, T)],
+    ) -> Option<T> {
+        match leaf::choice(noun, value, options) {
+            Ok(t) => Some(t),
+            Err(Invalid(message)) => {
+                self.problem(key, message);
+                None
+            }
+        }
+    }
+
+    /// Validates every section; `None` if any could not be built (the problems say why).
+    pub(super) fn config(&mut self, raw: RawConfig, origin: &str) -> Option<Config> {
+        if self.dir.is_some() {
+            self.files.push(PathBuf::from(origin));
+        }
+        let (server, tls) = self.server(raw.server);
+        let (identity, extras) = self.identity(raw.identity);
+        let store = self.store(raw.store);
+        let mut tokens = raw.tokens;
+        if let Some(file) = &raw.tokens_file {
+            self.tokens_file(file, &mut tokens);
+        }
+        let policy = self.policy(raw.plans, tokens, raw.rules, raw.defaults, extras, identity.as_ref());
+        Some(Config {
+            origin: origin.to_owned(),
+            files: std::mem::take(&mut self.files),
+            server: server?,
+            identity: identity?,
+            policy: policy?,
+            store: store?,
+            tls,
+        })
+    }
+}
