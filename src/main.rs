@@ -75,6 +75,9 @@ fn main() -> ExitCode {
 
 fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
     let config = Config::load(file)?;
+    for warning in &config.warnings {
+        eprintln!("warning: {warning}");
+    }
     println!("ok: {}", config.summary());
     Ok(())
 }
@@ -119,5 +122,8 @@ fn serve(args: Serve) -> anyhow::Result<()> {
     let format =
         telemetry::LogFormat::parse(&format).context("QUOTAGATE_LOG_FORMAT must be pretty or json")?;
     telemetry::init(&log, format).map_err(anyhow::Error::msg)?;
+    for warning in &config.warnings {
+        tracing::warn!(key = %warning.key, "config: {}", warning.message);
+    }
     runtime().block_on(server::serve(config, args.config, args.listen, Clock::System))
 }

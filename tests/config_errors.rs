@@ -292,3 +292,156 @@ fn tls_files_get_clear_messages_naming_the_file() {
         ok.summary()
     );
 }
+
+#[test]
+fn an_empty_file_says_there_is_no_plan_and_how_to_add_one() {
+    assert_eq!(
+        problems(""),
+        [
+            r#"plans: no plan is defined (add one, e.g. [plans.free] with limits = [{ requests = 10, per = "minute" }])"#
+        ]
+    );
+    assert_eq!(
+        problems("[tokens]\n\"tok-1\" = \"pro\""),
+        [
+            r#"plans: no plan is defined (add one, e.g. [plans.free] with limits = [{ requests = 10, per = "minute" }])"#,
+            r#"tokens[fingerprint 46c41558]: unknown plan "pro" (no plan is defined)"#,
+        ]
+    );
+}
+
+#[test]
+fn an_empty_source_list_is_refused_unless_callers_are_limited_by_ip() {
+    assert_eq!(
+        problems(&format!("[identity]\nsources = []\n{BASE}")),
+        [
+            r#"identity.sources: is empty, so every request would be refused as carrying no token (list where tokens are found, e.g. ["bearer"], or set identity.missing = "ip" to limit by client IP alone)"#
+        ]
+    );
+    let by_ip = format!("[identity]\nsources = []\nmissing = \"ip\"\n[plans.anonymous]\nlimits = [{{ requests = 1, per = \"second\" }}]\n{BASE}");
+    let config = Config::parse(&by_ip, "t.toml", None).unwrap_or_else(|e| panic!("{e}"));
+    assert!(config.identity.sources.is_empty());
+}
+
+#[test]
+fn a_rule_host_must_be_a_host_name() {
+    let rule = |host: &str| {
+        format!("{BASE}[[rules]]\nname = \"r\"\nhost = {host:?}\nlimits.free = [{{ requests = 1, per = \"second\" }}]")
+    };
+    assert_eq!(problems(&rule("")), ["rules[0].host: is empty (leave host out to match every host)"]);
+    assert_eq!(problems(&rule(".")), ["rules[0].host: is empty (leave host out to match every host)"]);
+    for bad in ["https://api.example.com", "api.example.com/v1", "api.example.com:8443", "api example.com"] {
+        assert_eq!(
+            problems(&rule(bad)),
+            [format!(
+                "rules[0].host: is not a host name (got {bad:?}; write the name alone, without scheme, port or path, e.g. \"api.example.com\")"
+            )],
+        );
+    }
+    // A fully qualified name is the same host, as Traefik's Host() matcher has it.
+    let config = Config::parse(&rule("API.example.com."), "t.toml", None).unwrap_or_else(|e| panic!("{e}"));
+    let same = Config::parse(&rule("api.example.com"), "t.toml", None).unwrap();
+    assert_eq!(format!("{:?}", config.policy.rules[0].host), format!("{:?}", same.policy.rules[0].host));
+}
+
+#[test]
+fn a_token_in_both_token_lists_with_two_plans_is_refused_by_its_fingerprint() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("tokens.toml"),
+        "[tokens]\n\"shared-token-1\" = \"pro\"\n\"file-only\" = \"pro\"\n",
+    )
+    .unwrap();
+    let config = |plan: &str| {
+        format!(
+            "tokens_file = \"tokens.toml\"\n{BASE}[plans.pro]\nlimits = [{{ requests = 99, per = \"second\" }}]\n[tokens]\n\"shared-token-1\" = \"{plan}\"\n"
+        )
+    };
+    let err = Config::parse(&config("free"), "t.toml", Some(dir.path())).unwrap_err();
+    let listed = err.problems();
+    let fingerprint = {
+        let ok = Config::parse(&config("pro"), "t.toml", Some(dir.path())).unwrap();
+        let hash = ok.identity.hasher.token(b"shared-token-1");
+        hash.fingerprint().to_string()
+    };
+    assert_eq!(
+        listed,
+        [format!(
+            "tokens[fingerprint {fingerprint}]: is listed in [tokens] with plan \"free\" and in tokens_file with plan \"pro\" (keep one)"
+        )]
+    );
+    assert!(!err.to_string().contains("shared-token-1"), "{err}");
+
+    // The same plan twice is harmless, but said.
+    let ok = Config::parse(&config("pro"), "t.toml", Some(dir.path())).unwrap();
+    let warnings: Vec<String> = ok.warnings.iter().map(ToString::to_string).collect();
+    assert!(
+        warnings.contains(&format!(
+            "tokens[fingerprint {fingerprint}]: is listed in [tokens] and in tokens_file, both with plan \"pro\""
+        )),
+        "{warnings:?}"
+    );
+    assert_eq!(ok.policy.tokens.len(), 2);
+}
+
+#[test]
+fn type_errors_are_all_reported_with_their_key_paths_beside_other_problems() {
+    let text = r#"
+[server]
+listen = 8080
+watch_interval = "2s"
+
+[identity]
+sources = ["bearer", 3, "header:X-API-Key"]
+hash_key = 1234567890123456789
+
+[plans.free]
+limits = [{ requests = "ten", per = "minute" }, { requests = 0, per = "day" }, "hourly"]
+
+[plans.pro]
+unlimited = "yes"
+
+[tokens]
+"tok-number" = 7
+
+[[rules]]
+name = "r"
+methods = "POST"
+limits.free = [{ requests = 1, per = "second" }]
+
+[store]
+max_keys = 1.5
+"#;
+    assert_eq!(
+        problems(text),
+        [
+            "server.listen: must be a string (got 8080)",
+            "identity.sources[1]: must be a string (got 3)",
+            "identity.hash_key: must be a string (got a number or boolean)",
+            r#"plans.free.limits[0].requests: must be an integer (got "ten")"#,
+            r#"plans.free.limits[2]: must be a table (got "hourly")"#,
+            r#"plans.pro.unlimited: must be a boolean (got "yes")"#,
+            r#"rules[0].methods: must be an array (got "POST")"#,
+            "store.max_keys: must be an integer (got 1.5)",
+            "plans.free.limits[1].requests: must be greater than 0 (got 0)",
+            "plans.pro: has no limits (add limits, or set unlimited = true)",
+            "tokens[fingerprint 2f68c70c]: must be a plan name, a string (got 7)",
+        ]
+    );
+    let err = Config::parse(text, "t.toml", None).unwrap_err().to_string();
+    assert!(!err.contains("1234567890123456789"), "the hash key leaked: {err}");
+}
+
+#[test]
+fn the_built_in_hash_key_is_a_warning() {
+    let config = Config::parse(BASE, "t.toml", None).unwrap();
+    let warnings: Vec<String> = config.warnings.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        warnings,
+        ["identity.hash_key: not set, so the built-in key is used: whoever reads Redis keys or a snapshot can test guessed tokens against them (set identity.hash_key_file to a file of 16 bytes or more, e.g. from `openssl rand -hex 32`)"]
+    );
+    let keyed =
+        Config::parse(&format!("[identity]\nhash_key = \"0123456789abcdef\"\n{BASE}"), "t.toml", None)
+            .unwrap();
+    assert!(keyed.warnings.is_empty(), "{:?}", keyed.warnings);
+}

@@ -20,8 +20,10 @@ impl fmt::Display for Problem {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    /// `error` is part of the message and deliberately not a `source`: chains printed with
+    /// `{:#}` would repeat it.
+    #[error("cannot read {path}: {error}")]
+    Read { path: String, error: std::io::Error },
     #[error("invalid config {path}\n  {message}")]
     Syntax { path: String, message: String },
     #[error("invalid config {path}\n{}", problems.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n"))]

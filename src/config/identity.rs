@@ -43,6 +43,12 @@ impl Validator {
             raw.missing.as_deref().unwrap_or("reject"),
             &[("reject", Missing::Reject), ("ip", Missing::Ip)],
         );
+        if raw_sources.is_empty() && missing == Some(Missing::Reject) {
+            self.problem(
+                "identity.sources",
+                "is empty, so every request would be refused as carrying no token (list where tokens are found, e.g. [\"bearer\"], or set identity.missing = \"ip\" to limit by client IP alone)",
+            );
+        }
         let max_len = raw.max_token_length.unwrap_or(256);
         if !(1..=8192).contains(&max_len) {
             self.problem("identity.max_token_length", format!("must be between 1 and 8192 (got {max_len})"));
@@ -104,7 +110,13 @@ impl Validator {
                     }
                 }
             }
-            (None, None) => return Some(BUILTIN_HASH_KEY.to_vec()),
+            (None, None) => {
+                self.warn(
+                    "identity.hash_key",
+                    "not set, so the built-in key is used: whoever reads Redis keys or a snapshot can test guessed tokens against them (set identity.hash_key_file to a file of 16 bytes or more, e.g. from `openssl rand -hex 32`)",
+                );
+                return Some(BUILTIN_HASH_KEY.to_vec());
+            }
         };
         if secret.len() < 16 {
             self.problem(key, format!("must be at least 16 bytes long (got {} bytes)", secret.len()));

@@ -2,10 +2,11 @@
 //! where a default exists), then validated into [`Config`], whose types cannot hold an invalid
 //! value. Every problem is reported at once, each with its key path, the value and what was
 //! expected. Unknown keys are problems too (found with `serde_ignored`, so all of them are listed,
-//! not just the first). Tokens never appear in messages: a token's key path shows its fingerprint.
+//! not just the first), and so are values of the wrong type. Tokens never appear in messages: a token's key path shows its fingerprint.
 //!
 //! Layout, one file per concern:
 //! - `raw.rs`: the serde types, as written in the file.
+//! - `read.rs`: TOML into the raw types, every type error reported with its key path.
 //! - `leaf.rs`: values that parse themselves (durations, addresses, networks, sources, windows,
 //!   keywords), each with its message.
 //! - `validate.rs`: the [`Validator`](validate::Validator) that collects problems, and the order
@@ -24,6 +25,7 @@ mod leaf;
 mod limits;
 mod policy;
 mod raw;
+mod read;
 mod rules;
 mod server;
 mod store;
@@ -57,6 +59,9 @@ pub struct Config {
     /// The check listener's TLS settings, built from the files in `server.tls` when the config
     /// was read: certificates and key parsed and matched, ALPN `h2` then `http/1.1`.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// What is allowed but probably not meant (the built-in hash key, a token listed twice):
+    /// `check-config` prints these, `serve` logs them at start and at each reload.
+    pub warnings: Vec<Problem>,
 }
 
 impl Config {
@@ -64,7 +69,7 @@ impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let origin = path.display().to_string();
         let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: origin.clone(), source })?;
+            .map_err(|error| ConfigError::Read { path: origin.clone(), error })?;
         Config::parse(&text, &origin, path.parent())
     }
 
@@ -75,21 +80,26 @@ impl Config {
 
     /// Validates config text. `dir` resolves relative paths (tokens and key files).
     pub fn parse(text: &str, origin: &str, dir: Option<&Path>) -> Result<Config, ConfigError> {
-        let mut unknown = Vec::new();
-        let de = toml::Deserializer::new(text);
-        let raw: RawConfig =
-            serde_ignored::deserialize(de, |path| unknown.push(path.to_string())).map_err(|e| {
-                ConfigError::Syntax { path: origin.to_owned(), message: error::syntax_message(text, &e) }
-            })?;
+        let read = read::read(text, origin)?;
         let mut v = validate::Validator::new(dir);
-        for key in unknown {
-            // serde_ignored writes `?` for the `Some` of an optional table: `server.tls.?.x`.
-            v.problem(key.replace(".?", ""), "unknown key");
-        }
-        let config = v.config(raw, origin);
+        let config = v.config(read.raw, origin);
+        // A value of the wrong type was taken out; what validation says of its absence is not
+        // news.
+        let follow_on = |p: &Problem| {
+            read.taken_out.iter().any(|k| {
+                p.key
+                    .strip_prefix(k.as_str())
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('.') || rest.starts_with('['))
+            })
+        };
+        let mut problems = read.problems;
+        problems.extend(v.problems.into_iter().filter(|p| !follow_on(p)));
         match config {
-            Some(c) if v.problems.is_empty() => Ok(c),
-            _ => Err(ConfigError::Invalid { path: origin.to_owned(), problems: v.problems }),
+            Some(mut c) if problems.is_empty() => {
+                c.warnings = v.warnings;
+                Ok(c)
+            }
+            _ => Err(ConfigError::Invalid { path: origin.to_owned(), problems }),
         }
     }
 

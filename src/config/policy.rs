@@ -4,6 +4,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use toml::Value;
+
 use super::identity::Extras;
 use super::leaf::{quoted, segment, valid_name, NAME_RULE};
 use super::raw::{RawDefaults, RawPlan, RawRule, RawTokensFile};
@@ -11,17 +13,46 @@ use super::validate::Validator;
 use crate::identity::{Identity, Missing};
 use crate::policy::{Plan, PlanId, Policy, Rule, UnknownTokens};
 
+/// `[tokens]` and the tokens of `tokens_file`, as read: token -> plan name.
+pub(super) struct Tokens {
+    pub(super) inline: BTreeMap<String, Value>,
+    pub(super) file: BTreeMap<String, Value>,
+}
+
+/// `unknown plan "gold" (known: "free", "pro")`, or that there is none.
+pub(super) fn unknown_plan(name: &str, plans: &[Plan], or: &str) -> String {
+    if plans.is_empty() {
+        return format!("unknown plan {} (no plan is defined)", quoted(name));
+    }
+    let known = plans.iter().map(|p| quoted(&p.name)).collect::<Vec<_>>().join(", ");
+    format!("unknown plan {} (known: {known}{or})", quoted(name))
+}
+
+/// A plan as written for a token: its name, or what stands there instead.
+fn plan_text(plan: &Value) -> String {
+    match plan {
+        Value::String(s) => quoted(s),
+        Value::Array(_) => "an array".to_owned(),
+        Value::Table(_) => "a table".to_owned(),
+        other => other.to_string(),
+    }
+}
+
 impl Validator {
-    pub(super) fn tokens_file(&mut self, file: &str, tokens: &mut BTreeMap<String, String>) {
+    /// The tokens of `tokens_file`; none if it cannot be read (a problem says why).
+    pub(super) fn tokens_file(&mut self, file: &str) -> BTreeMap<String, Value> {
         let path = self.resolve(file);
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
-            Err(e) => return self.problem("tokens_file", format!("cannot read {}: {e}", path.display())),
+            Err(e) => {
+                self.problem("tokens_file", format!("cannot read {}: {e}", path.display()));
+                return BTreeMap::new();
+            }
         };
         match toml::from_str::<RawTokensFile>(&text) {
             Ok(raw) => {
-                tokens.extend(raw.tokens);
                 self.files.push(path);
+                raw.tokens
             }
             Err(e) => {
                 // toml's message quotes the offending line, which may hold a token: give the
@@ -32,6 +63,7 @@ impl Validator {
                     path.display()
                 );
                 self.problem("tokens_file", msg);
+                BTreeMap::new()
             }
         }
     }
@@ -39,7 +71,7 @@ impl Validator {
     pub(super) fn policy(
         &mut self,
         raw_plans: BTreeMap<String, RawPlan>,
-        raw_tokens: BTreeMap<String, String>,
+        raw_tokens: Tokens,
         raw_rules: Vec<RawRule>,
         defaults: RawDefaults,
         extras: Extras,
@@ -67,14 +99,19 @@ impl Validator {
             self.problem("plans", format!("too many plans ({}, at most {})", plans.len(), u16::MAX));
             return None;
         }
-        let known = || plans.iter().map(|p| quoted(&p.name)).collect::<Vec<_>>().join(", ");
+        if plans.is_empty() {
+            self.problem(
+                "plans",
+                "no plan is defined (add one, e.g. [plans.free] with limits = [{ requests = 10, per = \"minute\" }])",
+            );
+        }
         let find = |name: &str| plans.iter().position(|p| &*p.name == name).map(|i| PlanId(i as u16));
 
         let default_name = defaults.plan.as_deref().unwrap_or("free");
         let default_plan = find(default_name);
-        if default_plan.is_none() {
-            let msg = format!("unknown plan {} (known: {})", quoted(default_name), known());
-            self.problem("defaults.plan", msg);
+        // With no plan at all, `plans` says so, once.
+        if default_plan.is_none() && !plans.is_empty() {
+            self.problem("defaults.plan", unknown_plan(default_name, &plans, ""));
         }
         let reject = self.choice(
             "defaults.unknown_tokens",
@@ -91,15 +128,14 @@ impl Validator {
         let anonymous = match find(anonymous_name) {
             Some(p) => Some(p),
             None if defaults.anonymous_plan.is_some() => {
-                let msg = format!("unknown plan {} (known: {})", quoted(anonymous_name), known());
-                self.problem("defaults.anonymous_plan", msg);
+                self.problem("defaults.anonymous_plan", unknown_plan(anonymous_name, &plans, ""));
                 None
             }
-            None if extras.missing == Some(Missing::Ip) => {
+            None if extras.missing == Some(Missing::Ip) && !plans.is_empty() => {
+                let known = plans.iter().map(|p| quoted(&p.name)).collect::<Vec<_>>().join(", ");
                 let msg = format!(
-                    "\"ip\" limits callers without a token under plan {}, which is not defined (known: {})",
+                    "\"ip\" limits callers without a token under plan {}, which is not defined (known: {known})",
                     quoted(anonymous_name),
-                    known()
                 );
                 self.problem("identity.missing", msg);
                 None
@@ -110,9 +146,28 @@ impl Validator {
 
         let mut tokens = HashMap::default();
         if let Some(identity) = identity {
-            for (token, plan) in &raw_tokens {
+            let listed = raw_tokens.inline.iter().map(|(t, p)| (t, p, false));
+            let listed = listed.chain(raw_tokens.file.iter().map(|(t, p)| (t, p, true)));
+            for (token, plan, in_file) in listed {
                 let hash = identity.hasher.token(token.as_bytes());
                 let key = format!("tokens[fingerprint {}]", hash.fingerprint());
+                if let Some(inline) = raw_tokens.inline.get(token).filter(|_| in_file) {
+                    if inline == plan {
+                        let msg = format!(
+                            "is listed in [tokens] and in tokens_file, both with plan {}",
+                            plan_text(plan)
+                        );
+                        self.warn(key, msg);
+                    } else {
+                        let msg = format!(
+                            "is listed in [tokens] with plan {} and in tokens_file with plan {} (keep one)",
+                            plan_text(inline),
+                            plan_text(plan)
+                        );
+                        self.problem(key, msg);
+                    }
+                    continue;
+                }
                 let presentable = !token.is_empty()
                     && token.len() <= identity.max_token_length
                     && token.bytes().all(|b| (0x21..=0x7e).contains(&b));
@@ -123,11 +178,15 @@ impl Validator {
                     );
                     self.problem(&key, msg);
                 }
+                let Value::String(plan) = plan else {
+                    self.problem(&key, format!("must be a plan name, a string (got {})", plan_text(plan)));
+                    continue;
+                };
                 match find(plan) {
                     Some(p) => {
                         tokens.insert(hash, p);
                     }
-                    None => self.problem(&key, format!("unknown plan {} (known: {})", quoted(plan), known())),
+                    None => self.problem(&key, unknown_plan(plan, &plans, "")),
                 }
             }
         }

@@ -18,7 +18,7 @@ pub struct RawConfig {
     pub(super) identity: RawIdentity,
     pub(super) defaults: RawDefaults,
     pub(super) plans: BTreeMap<String, RawPlan>,
-    pub(super) tokens: BTreeMap<String, String>,
+    pub(super) tokens: BTreeMap<String, toml::Value>,
     pub(super) rules: Vec<RawRule>,
     pub(super) store: RawStore,
 }
@@ -145,5 +145,5 @@ pub(super) struct RawRedis {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub(super) struct RawTokensFile {
-    pub(super) tokens: BTreeMap<String, String>,
+    pub(super) tokens: BTreeMap<String, toml::Value>,
 }

@@ -4,9 +4,10 @@
 use globset::{Glob, GlobBuilder};
 
 use super::leaf::{quoted, segment, valid_name, NAME_RULE};
+use super::policy::unknown_plan;
 use super::raw::RawRule;
 use super::validate::Validator;
-use crate::policy::{HostMatch, PathMatch, Plan, Rule};
+use crate::policy::{HostMatch, PathMatch, Plan, Rule, PLAN_SCOPE};
 
 impl Validator {
     pub(super) fn rule(&mut self, i: usize, raw: RawRule, plans: &[Plan], earlier: &[Rule]) -> Option<Rule> {
@@ -31,19 +32,13 @@ impl Validator {
         if earlier.iter().any(|r| *r.name == *name) {
             self.problem(format!("{key}.name"), format!("{} is used by an earlier rule", quoted(&name)));
         }
+        let scope = rule_scope(&name);
+        if let Some(why) = scope_taken(scope, &name, earlier) {
+            self.problem(format!("{key}.name"), why);
+        }
         let host = match raw.host {
             None => HostMatch::Any,
-            Some(h) if h.contains(['*', '?', '[']) => match Glob::new(&h.to_ascii_lowercase()) {
-                Ok(g) => HostMatch::Glob(g.compile_matcher()),
-                Err(e) => {
-                    self.problem(
-                        format!("{key}.host"),
-                        format!("invalid pattern {}: {}", quoted(&h), e.kind()),
-                    );
-                    HostMatch::Any
-                }
-            },
-            Some(h) => HostMatch::Exact(h.to_ascii_lowercase()),
+            Some(h) => self.host(&format!("{key}.host"), &h),
         };
         let path = match (raw.path_prefix, raw.path) {
             (Some(_), Some(_)) => {
@@ -98,15 +93,11 @@ impl Validator {
             } else if let Some(p) = plans.iter().position(|p| *p.name == **plan) {
                 per_plan[p] = Some(parsed);
             } else {
-                let known = plans.iter().map(|p| quoted(&p.name)).collect::<Vec<_>>().join(", ");
-                self.problem(
-                    lkey,
-                    format!("unknown plan {} (known: {known}, or \"*\" for any plan)", quoted(plan)),
-                );
+                self.problem(lkey, unknown_plan(plan, plans, ", or \"*\" for any plan"));
             }
         }
         Some(Rule {
-            scope: rule_scope(&name),
+            scope,
             name: name.into(),
             host,
             path,
@@ -117,10 +108,103 @@ impl Validator {
             any_plan,
         })
     }
+
+    /// `host`: a host name or a glob over host names, matched against the request's host in
+    /// the form the request reading gives it (lower case, no trailing dot).
+    fn host(&mut self, key: &str, raw: &str) -> HostMatch {
+        let h = raw.to_ascii_lowercase();
+        // One trailing dot names the same host (`api.example.com.` is fully qualified).
+        let h = h.strip_suffix('.').unwrap_or(&h);
+        if h.is_empty() {
+            self.problem(key, "is empty (leave host out to match every host)");
+            return HostMatch::Any;
+        }
+        let not_a_name = h.contains(|c: char| c.is_whitespace() || matches!(c, '/' | '@' | '\\'))
+            || (h.contains(':') && !h.starts_with('['));
+        if not_a_name {
+            let msg = format!(
+                "is not a host name (got {}; write the name alone, without scheme, port or path, e.g. \"api.example.com\")",
+                quoted(raw)
+            );
+            self.problem(key, msg);
+            return HostMatch::Any;
+        }
+        if !h.contains(['*', '?', '[']) {
+            return HostMatch::Exact(h.to_owned());
+        }
+        match Glob::new(h) {
+            Ok(g) => HostMatch::Glob(g.compile_matcher()),
+            Err(e) => {
+                self.problem(key, format!("invalid pattern {}: {}", quoted(raw), e.kind()));
+                HostMatch::Any
+            }
+        }
+    }
 }
 
-/// A rule's counter scope: a stable hash of its name, never [`crate::policy::PLAN_SCOPE`].
+/// A rule's counter scope: a stable 32-bit hash of its name. Two names may share one; see
+/// [`scope_taken`].
 fn rule_scope(name: &str) -> u32 {
     let h = blake3::hash(name.as_bytes());
-    u32::from_le_bytes(h.as_bytes()[..4].try_into().expect("4 bytes")).max(1)
+    u32::from_le_bytes(h.as_bytes()[..4].try_into().expect("4 bytes"))
+}
+
+/// Why `scope` cannot be the scope of rule `name`: it is the plans' own scope, or an earlier
+/// rule's. Counters are kept per (scope, caller), so a shared scope would make two rules (or a
+/// rule and the plan) count into each other's windows.
+fn scope_taken(scope: u32, name: &str, earlier: &[Rule]) -> Option<String> {
+    const RENAME: &str = "rule scopes are a 32-bit hash of the name: rename the rule";
+    if scope == PLAN_SCOPE {
+        return Some(format!("{} counts under the plans' own scope ({RENAME})", quoted(name)));
+    }
+    let other = earlier.iter().find(|r| r.scope == scope && *r.name != *name)?;
+    Some(format!("{} counts under the same scope as rule {} ({RENAME})", quoted(name), quoted(&other.name)))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+    use crate::config::Config;
+
+    /// Two rule names whose 32-bit scopes collide, found by brute force (a birthday search:
+    /// about 80 000 names for even odds).
+    fn colliding_names() -> (String, String) {
+        let mut seen = HashMap::new();
+        for i in 0..2_000_000u32 {
+            let name = format!("r{i}");
+            if let Some(other) = seen.insert(rule_scope(&name), name.clone()) {
+                return (other, name);
+            }
+        }
+        panic!("no collision among 2 million names");
+    }
+
+    #[test]
+    fn two_rules_whose_names_hash_alike_are_refused() {
+        let (a, b) = colliding_names();
+        assert_eq!(rule_scope(&a), rule_scope(&b));
+        let text = format!(
+            "[plans.free]\nlimits = [{{ requests = 9, per = \"minute\" }}]\n\
+             [[rules]]\nname = \"{a}\"\npath_prefix = \"/a\"\nlimits.free = [{{ requests = 1, per = \"second\" }}]\n\
+             [[rules]]\nname = \"{b}\"\npath_prefix = \"/b\"\nlimits.free = [{{ requests = 1, per = \"second\" }}]\n"
+        );
+        let problems = Config::parse(&text, "t.toml", None).unwrap_err().problems();
+        assert_eq!(
+            problems,
+            [format!(
+                "rules[1].name: \"{b}\" counts under the same scope as rule \"{a}\" (rule scopes are a 32-bit hash of the name: rename the rule)"
+            )]
+        );
+    }
+
+    #[test]
+    fn a_rule_may_not_count_under_the_plans_scope() {
+        assert_eq!(
+            scope_taken(PLAN_SCOPE, "unlucky", &[]).as_deref(),
+            Some("\"unlucky\" counts under the plans' own scope (rule scopes are a 32-bit hash of the name: rename the rule)")
+        );
+        assert_eq!(scope_taken(rule_scope("lucky"), "lucky", &[]), None);
+    }
 }

@@ -12,22 +12,34 @@ use ipnet::IpNet;
 
 use super::error::Problem;
 use super::leaf::{self, Address, Humane, Invalid, Network};
+use super::policy::Tokens;
 use super::raw::RawConfig;
 use super::Config;
 
 pub(super) struct Validator {
     pub(super) problems: Vec<Problem>,
+    pub(super) warnings: Vec<Problem>,
     dir: Option<PathBuf>,
     pub(super) files: Vec<PathBuf>,
 }
 
 impl Validator {
     pub(super) fn new(dir: Option<&Path>) -> Validator {
-        Validator { problems: Vec::new(), dir: dir.map(Path::to_path_buf), files: Vec::new() }
+        Validator {
+            problems: Vec::new(),
+            warnings: Vec::new(),
+            dir: dir.map(Path::to_path_buf),
+            files: Vec::new(),
+        }
     }
 
     pub(super) fn problem(&mut self, key: impl Into<String>, message: impl Into<String>) {
         self.problems.push(Problem { key: key.into(), message: message.into() });
+    }
+
+    /// Something allowed but probably not meant: reported, not refused.
+    pub(super) fn warn(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.warnings.push(Problem { key: key.into(), message: message.into() });
     }
 
     /// A path as written in the config, relative to the config's folder.
@@ -93,10 +105,8 @@ impl Validator {
         let (server, tls) = self.server(raw.server);
         let (identity, extras) = self.identity(raw.identity);
         let store = self.store(raw.store);
-        let mut tokens = raw.tokens;
-        if let Some(file) = &raw.tokens_file {
-            self.tokens_file(file, &mut tokens);
-        }
+        let file = raw.tokens_file.as_deref().map(|f| self.tokens_file(f)).unwrap_or_default();
+        let tokens = Tokens { inline: raw.tokens, file };
         let policy = self.policy(raw.plans, tokens, raw.rules, raw.defaults, extras, identity.as_ref());
         Some(Config {
             origin: origin.to_owned(),
@@ -106,6 +116,7 @@ impl Validator {
             policy: policy?,
             store: store?,
             tls,
+            warnings: Vec::new(),
         })
     }
 }

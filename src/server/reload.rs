@@ -43,6 +43,9 @@ pub fn reload(state: &AppState, path: &Path, listen: Option<SocketAddr>) -> bool
                     "server and store settings take effect at the next restart; the rest applies now"
                 );
             }
+            for warning in &new.warnings {
+                tracing::warn!(key = %warning.key, "config: {}", warning.message);
+            }
             tracing::info!(summary = %new.summary(), "config reloaded");
             state.config.store(std::sync::Arc::new(new));
             state.metrics.reload(true);
