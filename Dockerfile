@@ -41,9 +41,12 @@ ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt \
 USER 65532:65532
 EXPOSE 8080
 STOPSIGNAL SIGTERM
-# `quotagate healthcheck` GETs http://127.0.0.1:8080/healthz itself (there is no curl here).
-# If you move the listener (QUOTAGATE_LISTEN, server.listen, server.admin_listen), override
-# the check with the new URL: `quotagate healthcheck --url http://127.0.0.1:PORT/healthz`.
+# `quotagate healthcheck` GETs /healthz itself (there is no curl here), on loopback, at the
+# address `serve` uses: the config's admin_listen, else its listen (or QUOTAGATE_LISTEN). It
+# reads the config the way `serve` does, from QUOTAGATE_CONFIG (else the embedded default), but
+# it does not see the container's command line: name the config with
+# `-e QUOTAGATE_CONFIG=/etc/quotagate/quotagate.toml` (as docker-compose.yml and production.yml
+# do), not with `serve --config`.
 HEALTHCHECK --interval=5s --timeout=3s --start-period=10s --retries=3 \
     CMD ["/quotagate", "healthcheck"]
 ENTRYPOINT ["/quotagate"]
