@@ -84,3 +84,28 @@ async fn a_corrupt_snapshot_is_ignored_and_counting_starts_from_zero() {
     }
     assert_eq!(status(&q).await, 429);
 }
+
+#[tokio::test]
+async fn after_a_reload_that_changes_the_hash_key_the_snapshot_follows_the_new_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("counters.snap");
+    let keyed = |key: &str| format!("[identity]\nhash_key = {key:?}\n{}", config(&path));
+
+    let mut first = Quotagate::start(&keyed("the-first-hash-key-0123")).await;
+    assert_eq!(status(&first).await, 200);
+    first.write_config(&keyed("the-second-hash-key-456"));
+    first.reload();
+    first.wait_for_log("config reloaded", Duration::from_secs(10)).await;
+    assert!(first.log().contains("identity.hash_key changed"), "{}", first.log());
+    // Under the new key the caller is new: the first request of its month.
+    assert_eq!(status(&first).await, 200);
+    assert!(first.terminate(Duration::from_secs(10)).success(), "{}", first.log());
+
+    let second = Quotagate::start(&keyed("the-second-hash-key-456")).await;
+    let log = second.log();
+    assert!(log.contains("snapshot loaded"), "{log}");
+    assert!(!log.contains("another identity.hash_key"), "{log}");
+    assert_eq!(status(&second).await, 200, "the second request of the month under the new key");
+    assert_eq!(status(&second).await, 200, "the third");
+    assert_eq!(status(&second).await, 429, "the fourth");
+}

@@ -263,8 +263,8 @@ fn snapshots(state: &AppState) -> Option<(oneshot::Sender<()>, tokio::task::Join
             Store::Memory(m) => m,
             Store::Redis(_) => unreachable!("config refuses snapshots unless kind = \"memory\""),
         },
+        |s: &AppState| s.config.load().identity.hasher.key_id(),
         snapshot.clone(),
-        key_id,
         state.clock.clone(),
         async {
             let _ = stopped.await;

@@ -46,6 +46,12 @@ pub fn reload(state: &AppState, path: &Path, listen: Option<SocketAddr>) -> bool
             for warning in &new.warnings {
                 tracing::warn!(key = %warning.key, "config: {}", warning.message);
             }
+            if new.identity.hasher.key_id() != old.identity.hasher.key_id() {
+                // Counters are kept per hashed caller: under a new key every caller is new.
+                tracing::warn!(
+                    "identity.hash_key changed: every caller counts from zero under the new key (snapshots are written under it from now on)"
+                );
+            }
             tracing::info!(summary = %new.summary(), "config reloaded");
             state.config.store(std::sync::Arc::new(new));
             state.metrics.reload(true);

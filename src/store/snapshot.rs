@@ -76,21 +76,8 @@ pub fn write(memory: &Memory, path: &Path, key_id: u64, now: Nanos) -> io::Resul
     let name = path.file_name().ok_or_else(|| {
         io::Error::new(io::ErrorKind::InvalidInput, format!("{} names no file", path.display()))
     })?;
-    // Per process, so two processes misconfigured onto one path do not write into one file.
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(name);
-    tmp_name.push(format!(".tmp.{}", std::process::id()));
-    let tmp = Temporary(path.with_file_name(tmp_name));
-
-    let mut options = OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        // Hashed callers and their usage: nobody else's business.
-        options.mode(0o600);
-    }
-    let mut out = BufWriter::with_capacity(1 << 16, options.open(&tmp.0)?);
+    let (tmp, file) = temporary(path, name)?;
+    let mut out = BufWriter::with_capacity(1 << 16, file);
     // The header is written last, once the count and the checksum are known, so the body is
     // streamed instead of held in memory.
     out.write_all(&[0; HEADER])?;
@@ -131,6 +118,32 @@ pub fn write(memory: &Memory, path: &Path, key_id: u64, now: Nanos) -> io::Resul
         let _ = File::open(dir).and_then(|d| d.sync_all());
     }
     Ok(usize::try_from(count).expect("no more entries than fit in memory"))
+}
+
+/// Creates the temporary file beside `path`, under a name no other writer uses: random, and
+/// created only if nothing is there (`O_EXCL`, which also refuses a symlink planted at the
+/// name). A process id would not do: it is 1 in every container, and containers share volumes.
+fn temporary(path: &Path, name: &std::ffi::OsStr) -> io::Result<(Temporary, File)> {
+    let mut options = OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        // Hashed callers and their usage: nobody else's business.
+        options.mode(0o600);
+    }
+    let mut tries = 0;
+    loop {
+        let mut tmp_name = std::ffi::OsString::from(".");
+        tmp_name.push(name);
+        tmp_name.push(format!(".tmp.{:016x}", fastrand::u64(..)));
+        let tmp = path.with_file_name(tmp_name);
+        match options.open(&tmp) {
+            Ok(file) => return Ok((Temporary(tmp), file)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && tries < 8 => tries += 1,
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// A file removed when dropped: the temporary file, until it is renamed.
@@ -297,15 +310,17 @@ impl Iterator for Entries<'_> {
 ///
 /// The store is reached through `owner` (cloned for each write, e.g. the server's `AppState`)
 /// and `memory`, so that each write can run on a blocking thread, which needs owned data.
-/// `key_id` is [`Hasher::key_id`](crate::identity::Hasher::key_id) of the key callers are hashed
-/// with; a reload that changes `identity.hash_key` makes the snapshots foreign to the next start
-/// (refused, counting from zero) unless the hash key goes back. Errors are logged with the path
-/// and retried at the next interval; writes are logged at debug, the last one at info.
+/// `key_id` gives [`Hasher::key_id`](crate::identity::Hasher::key_id) of the key callers are
+/// hashed with *now*, and is asked at every write: after a reload that changes
+/// `identity.hash_key`, snapshots are stamped with the new key, which is the one the next start
+/// reads them with. (Entries counted under the old key are still written; they match no caller
+/// under the new one and expire with their windows.) Errors are logged with the path and retried
+/// at the next interval; writes are logged at debug, the last one at info.
 pub async fn keep<S>(
     owner: S,
     memory: fn(&S) -> &Memory,
+    key_id: fn(&S) -> u64,
     snapshot: config::Snapshot,
-    key_id: u64,
     clock: Clock,
     stop: impl Future<Output = ()>,
 ) where
@@ -321,17 +336,17 @@ pub async fn keep<S>(
         tokio::select! {
             biased;
             () = &mut stop => break,
-            _ = ticker.tick() => write_logged(&owner, memory, &snapshot.path, key_id, &clock, false).await,
+            _ = ticker.tick() => write_logged(&owner, memory, key_id(&owner), &snapshot.path, &clock, false).await,
         }
     }
-    write_logged(&owner, memory, &snapshot.path, key_id, &clock, true).await;
+    write_logged(&owner, memory, key_id(&owner), &snapshot.path, &clock, true).await;
 }
 
 async fn write_logged<S>(
     owner: &S,
     memory: fn(&S) -> &Memory,
-    path: &Path,
     key_id: u64,
+    path: &Path,
     clock: &Clock,
     last: bool,
 ) where
@@ -552,21 +567,58 @@ mod tests {
     }
 
     #[test]
-    fn a_failed_write_leaves_the_old_snapshot_and_no_temporary_file() {
+    fn a_failed_write_leaves_no_temporary_file() {
         let dir = tempfile::tempdir().unwrap();
+        // A directory (not empty) where the snapshot goes: the rename into place fails.
         let path = dir.path().join("counters.snap");
-        write(&store(3), &path, KEY_ID, NOW).unwrap();
-        let old = fs::read(&path).unwrap();
-        // A directory where the temporary file would go makes the write fail.
-        let tmp = dir.path().join(format!(".counters.snap.tmp.{}", std::process::id()));
-        fs::create_dir(&tmp).unwrap();
+        fs::create_dir(&path).unwrap();
+        fs::write(path.join("keep"), b"").unwrap();
         assert!(write(&store(5), &path, KEY_ID, NOW).is_err());
-        assert_eq!(fs::read(&path).unwrap(), old);
-        fs::remove_dir(&tmp).unwrap();
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1, "only the directory is left");
         // A write into a directory that does not exist fails without a trace.
         let nowhere = dir.path().join("missing").join("counters.snap");
         assert_eq!(write(&store(1), &nowhere, KEY_ID, NOW).unwrap_err().kind(), io::ErrorKind::NotFound);
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_file_at_a_predictable_temporary_name_is_left_alone() {
+        // Another process's file at the name a pid would give (pid 1 in every container), and
+        // a symlink planted at the other: neither is written through or renamed away.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("counters.snap");
+        let theirs = dir.path().join(format!(".counters.snap.tmp.{}", std::process::id()));
+        fs::write(&theirs, b"another writer's half-written snapshot").unwrap();
+        let target = dir.path().join("target");
+        #[cfg(unix)]
+        std::os::unix::fs::symlink(&target, dir.path().join(".counters.snap.tmp.1")).unwrap();
+        assert_eq!(write(&store(3), &path, KEY_ID, NOW).unwrap(), 3);
+        assert_eq!(fs::read(&theirs).unwrap(), b"another writer's half-written snapshot");
+        assert!(!target.exists(), "written through a symlink");
+        assert_eq!(load(&Memory::new(10), &path, KEY_ID, NOW).unwrap(), 3);
+    }
+
+    #[test]
+    fn two_writers_sharing_a_path_never_corrupt_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("counters.snap");
+        let (three, five) = (store(3), store(5));
+        write(&three, &path, KEY_ID, NOW).unwrap();
+        std::thread::scope(|s| {
+            for memory in [&three, &five] {
+                let path = &path;
+                s.spawn(move || {
+                    for _ in 0..40 {
+                        write(memory, path, KEY_ID, NOW).expect("every write succeeds");
+                    }
+                });
+            }
+            for _ in 0..200 {
+                let loaded = load(&Memory::new(10), &path, KEY_ID, NOW).expect("a whole snapshot");
+                assert!(loaded == 3 || loaded == 5, "{loaded} entries");
+            }
+        });
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1, "no temporary file is left");
     }
 
     #[test]
@@ -591,7 +643,10 @@ mod tests {
         fn kept(m: &Arc<Memory>) -> &Memory {
             m
         }
-        let keeper = tokio::spawn(keep(memory.clone(), kept, snapshot, KEY_ID, clock.clone(), stopped));
+        fn key(_: &Arc<Memory>) -> u64 {
+            KEY_ID
+        }
+        let keeper = tokio::spawn(keep(memory.clone(), kept, key, snapshot, clock.clone(), stopped));
 
         tokio::time::sleep(Duration::from_secs(5)).await;
         assert!(!path.exists(), "written before the first interval");
