@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Proves the container deliverables on the local Docker engine:
 #   image    quotagate:dev builds without pulls, is FROM scratch (no shell), runs as non-root,
-#            becomes healthy, answers 200 then 429, stops cleanly on SIGTERM
+#            becomes healthy (also with its listeners moved, config in QUOTAGATE_CONFIG),
+#            answers 200 then 429, stops cleanly on SIGTERM
 #   compose  docker-compose.yml with local stand-in images: 200s then 429 through Traefik;
 #            with quotagate.redis.toml and the redis profile, the same with counters in Redis
 #   swarm    docker swarm init + docker stack deploy -c production.yml: 200 then 429 through
@@ -276,6 +277,24 @@ suite_image() {
     else
         fail "check-config rejected a shipped config: $out ${out2:-}"
     fi
+
+    # The HEALTHCHECK reads the config `serve` runs with (QUOTAGATE_CONFIG, as the compose and
+    # stack files pass it), so a service whose listeners moved is still found healthy.
+    local moved="$work/moved"
+    mkdir -p "$moved"
+    printf '%s\n' '[server]' 'listen = "0.0.0.0:9080"' 'admin_listen = "127.0.0.1:9081"' \
+        '[plans.free]' 'limits = [{ requests = 10, per = "minute" }]' >"$moved/quotagate.toml"
+    chmod -R a+rX "$moved"
+    image_cid="$(docker run -d --name "$run_id-moved" -e QUOTAGATE_CONFIG=/etc/quotagate/quotagate.toml \
+        -v "$moved:/etc/quotagate:ro" "$image")" || { fail "docker run $image with a moved admin_listen failed"; return 1; }
+    start=$SECONDS
+    if wait_for 30 is_healthy "$image_cid"; then
+        pass "admin_listen moved to 127.0.0.1:9081 (config in QUOTAGATE_CONFIG): healthy through the HEALTHCHECK in $((SECONDS - start)) s"
+    else
+        fail "admin_listen moved: not healthy after 30 s ($(container_health "$image_cid")): $(docker inspect -f '{{if .State.Health}}{{range .State.Health.Log}}{{.Output}}{{end}}{{end}}' "$image_cid" | tail -2 | tr '\n' ' ')"
+    fi
+    docker rm -f "$image_cid" >/dev/null 2>&1
+    image_cid=""
 }
 
 # --- compose ------------------------------------------------------------------------------
