@@ -394,6 +394,7 @@ watch_interval = "2s"
 [identity]
 sources = ["bearer", 3, "header:X-API-Key"]
 hash_key = 1234567890123456789
+allow_ips = [10, 11]
 
 [plans.free]
 limits = [{ requests = "ten", per = "minute" }, { requests = 0, per = "day" }, "hourly"]
@@ -406,11 +407,15 @@ unlimited = "yes"
 
 [[rules]]
 name = "r"
+nmae = "typo"
 methods = "POST"
 limits.free = [{ requests = 1, per = "second" }]
 
 [store]
 max_keys = 1.5
+kind = "redis"
+[store.redis]
+cluster = "redis://:hunter2@cache:6379"
 "#;
     assert_eq!(
         problems(text),
@@ -418,18 +423,22 @@ max_keys = 1.5
             "server.listen: must be a string (got 8080)",
             "identity.sources[1]: must be a string (got 3)",
             "identity.hash_key: must be a string (got a number or boolean)",
+            "identity.allow_ips[0]: must be a string (got 10)",
+            "identity.allow_ips[1]: must be a string (got 11)",
             r#"plans.free.limits[0].requests: must be an integer (got "ten")"#,
             r#"plans.free.limits[2]: must be a table (got "hourly")"#,
             r#"plans.pro.unlimited: must be a boolean (got "yes")"#,
             r#"rules[0].methods: must be an array (got "POST")"#,
             "store.max_keys: must be an integer (got 1.5)",
+            r#"store.redis.cluster: must be an array (got "redis://:***@cache:6379")"#,
+            r#"rules[0].nmae: unknown key"#,
             "plans.free.limits[1].requests: must be greater than 0 (got 0)",
-            "plans.pro: has no limits (add limits, or set unlimited = true)",
             "tokens[fingerprint 2f68c70c]: must be a plan name, a string (got 7)",
         ]
     );
     let err = Config::parse(text, "t.toml", None).unwrap_err().to_string();
     assert!(!err.contains("1234567890123456789"), "the hash key leaked: {err}");
+    assert!(!err.contains("hunter2"), "a password leaked: {err}");
 }
 
 #[test]

@@ -83,15 +83,9 @@ impl Config {
         let read = read::read(text, origin)?;
         let mut v = validate::Validator::new(dir);
         let config = v.config(read.raw, origin);
-        // A value of the wrong type was taken out; what validation says of its absence is not
-        // news.
-        let follow_on = |p: &Problem| {
-            read.taken_out.iter().any(|k| {
-                p.key
-                    .strip_prefix(k.as_str())
-                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('.') || rest.starts_with('['))
-            })
-        };
+        // A value of the wrong type was taken out: what validation says of its absence is not
+        // news (see `follow_on`).
+        let follow_on = |p: &Problem| read.taken_out.iter().any(|k| follow_on(p, k));
         let mut problems = read.problems;
         problems.extend(v.problems.into_iter().filter(|p| !follow_on(p)));
         match config {
@@ -138,4 +132,23 @@ impl Config {
             admin,
         )
     }
+}
+
+/// Whether `p` may only be the consequence of the value at `taken` being taken out: it is about
+/// that key or below it, about the table that held it (`plans.pro: has no limits` once
+/// `plans.pro.unlimited` is gone), or says a key beside it is missing (`store.redis.url:
+/// missing` once `store.redis.cluster` is gone).
+fn follow_on(p: &Problem, taken: &str) -> bool {
+    let under = |key: &str, prefix: &str| {
+        key.strip_prefix(prefix)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('.') || rest.starts_with('['))
+    };
+    if under(&p.key, taken) {
+        return true;
+    }
+    let parent = match taken.rfind(['.', '[']) {
+        Some(i) => &taken[..i],
+        None => return false,
+    };
+    p.key == parent || (under(&p.key, parent) && p.message.starts_with("missing"))
 }

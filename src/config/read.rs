@@ -4,7 +4,7 @@
 //!
 //! serde stops at the first error, so the text is parsed into a TOML table once, then
 //! deserialized again after each type error with the offending value taken out (a key
-//! removed, or an array element replaced by an empty value of its siblings' type), until it
+//! removed, or an array element replaced by an empty value of the type expected), until it
 //! goes through. Each pass also collects the unknown keys (`serde_ignored`); those of the last
 //! pass are reported. The keys whose values were taken out are returned, so that validation's
 //! follow-on problems there ("missing") are not reported twice.
@@ -17,6 +17,7 @@ use toml::{Table, Value};
 use super::error::{syntax_message, ConfigError, Problem};
 use super::leaf::{quoted, segment};
 use super::raw::RawConfig;
+use super::store::redact;
 
 /// Type errors beyond this many are not looked for: the file is not a quotagate config.
 const MAX_TYPE_ERRORS: usize = 100;
@@ -48,10 +49,14 @@ pub(super) fn read(text: &str, origin: &str) -> Result<Read, ConfigError> {
             Err(e) => {
                 let segments: Vec<Segment> = e.path().iter().cloned().collect();
                 let key = key_path(&segments);
-                let message = type_message(&key, e.inner().message(), value_at(&mut table, &segments));
+                let expected = expected(e.inner().message());
+                let message = match expected {
+                    Some(expected) => type_message(&key, expected, value_at(&mut table, &segments)),
+                    None => e.inner().message().trim_end().to_owned(),
+                };
                 let took_out = !segments.is_empty()
                     && problems.len() < MAX_TYPE_ERRORS
-                    && take_out(&mut table, &segments, &mut replaced);
+                    && take_out(&mut table, &segments, expected, &mut replaced);
                 problems.push(Problem { key: key.clone(), message });
                 taken_out.push(key);
                 if !took_out {
@@ -114,10 +119,16 @@ fn value_at<'a>(table: &'a mut Table, segments: &[Segment]) -> Option<&'a mut Va
     Some(value)
 }
 
-/// Takes the value at `segments` out of `table`; false if there is nothing to take out. An
-/// array element is replaced (once) by an empty table or string, as its siblings are, so the
-/// indices of the others stay right; if that does not do, the whole array goes.
-fn take_out(table: &mut Table, segments: &[Segment], replaced: &mut HashSet<String>) -> bool {
+/// Takes the value at `segments` out of `table`; false if there is nothing to take out. A
+/// key is removed (its default applies). An array element is replaced, once, by an empty value
+/// of the `expected` type, so that the indices of the others stay right; if that does not do,
+/// the whole array goes.
+fn take_out(
+    table: &mut Table,
+    segments: &[Segment],
+    expected: Option<&str>,
+    replaced: &mut HashSet<String>,
+) -> bool {
     let Some((last, parent)) = segments.split_last() else { return false };
     match last {
         Segment::Map { key } if parent.is_empty() => table.remove(key).is_some(),
@@ -126,39 +137,49 @@ fn take_out(table: &mut Table, segments: &[Segment], replaced: &mut HashSet<Stri
             _ => false,
         },
         Segment::Seq { index } => {
-            let first_time = replaced.insert(key_path(segments));
-            if let (true, Some(Value::Array(array))) = (first_time, value_at(table, parent)) {
-                let empty = if array.iter().any(Value::is_table) {
-                    Some(Value::Table(Table::new()))
-                } else if array.iter().any(Value::is_str) {
-                    Some(Value::String(String::new()))
-                } else {
-                    None
-                };
-                if let (Some(empty), Some(slot)) = (empty, array.get_mut(*index)) {
-                    *slot = empty;
-                    return true;
+            let empty = match expected {
+                Some("a table") => Some(Value::Table(Table::new())),
+                Some("a string") => Some(Value::String(String::new())),
+                Some("an array") => Some(Value::Array(Vec::new())),
+                Some("an integer") => Some(Value::Integer(0)),
+                Some("a boolean") => Some(Value::Boolean(false)),
+                _ => None,
+            };
+            if let (Some(empty), true) = (empty, replaced.insert(key_path(segments))) {
+                if let Some(Value::Array(array)) = value_at(table, parent) {
+                    if let Some(slot) = array.get_mut(*index) {
+                        *slot = empty;
+                        return true;
+                    }
                 }
             }
-            take_out(table, parent, replaced)
+            take_out(table, parent, None, replaced)
         }
         Segment::Enum { .. } | Segment::Unknown => false,
     }
 }
 
-/// `must be an integer (got "ten")`, from serde's `invalid type: string "ten", expected i64`.
-/// The value is shown only for scalars, and never under a key that holds a secret.
-fn type_message(key: &str, serde: &str, value: Option<&mut Value>) -> String {
-    let Some((_, expected)) = serde.rsplit_once(", expected ") else { return serde.trim_end().to_owned() };
-    let expected = match expected.trim_end() {
+/// What serde's `invalid type: string "ten", expected i64` expected, in TOML's words; `None` for
+/// other errors.
+fn expected(serde: &str) -> Option<&'static str> {
+    let (_, expected) = serde.rsplit_once(", expected ")?;
+    Some(match expected.trim_end() {
         "i64" | "u64" | "i32" | "u32" | "an integer" => "an integer",
         "a boolean" | "bool" => "a boolean",
         "a string" | "a borrowed string" => "a string",
         "a sequence" => "an array",
         e if e == "a map" || e.starts_with("struct ") => "a table",
-        e => e,
-    };
-    let secret = key.contains("hash_key") || key.contains("password");
+        _ => return None,
+    })
+}
+
+/// `must be an integer (got "ten")`. The value is shown only for scalars, never under a key that
+/// holds a secret, and with any URL password redacted.
+fn type_message(key: &str, expected: &str, value: Option<&mut Value>) -> String {
+    // A token may stand where `[tokens]` should be; a password may stand in a Redis URL,
+    // which is shown redacted.
+    let secret =
+        key.contains("hash_key") || key.contains("password") || key == "tokens" || key.starts_with("tokens.");
     let got = match value {
         None => return format!("must be {expected}"),
         Some(Value::Array(_)) => "an array".to_owned(),
@@ -166,7 +187,7 @@ fn type_message(key: &str, serde: &str, value: Option<&mut Value>) -> String {
         Some(Value::Datetime(_)) => "a date".to_owned(),
         Some(Value::String(_)) if secret => "a string".to_owned(),
         Some(_) if secret => "a number or boolean".to_owned(),
-        Some(Value::String(s)) => quoted(s),
+        Some(Value::String(s)) => quoted(&redact(s)),
         Some(Value::Integer(i)) => i.to_string(),
         Some(Value::Float(f)) => f.to_string(),
         Some(Value::Boolean(b)) => b.to_string(),
