@@ -454,3 +454,74 @@ fn the_built_in_hash_key_is_a_warning() {
             .unwrap();
     assert!(keyed.warnings.is_empty(), "{:?}", keyed.warnings);
 }
+
+/// Every scalar of `value`, by path, for the property below.
+fn leaves(value: &toml::Value, path: Vec<String>, out: &mut Vec<Vec<String>>) {
+    match value {
+        toml::Value::Table(t) => {
+            for (k, v) in t {
+                let mut p = path.clone();
+                p.push(k.clone());
+                leaves(v, p, out);
+            }
+        }
+        toml::Value::Array(a) => {
+            for (i, v) in a.iter().enumerate() {
+                let mut p = path.clone();
+                p.push(format!("#{i}"));
+                leaves(v, p, out);
+            }
+        }
+        _ => out.push(path),
+    }
+}
+
+fn replace(value: &mut toml::Value, path: &[String], with: toml::Value) {
+    let Some((first, rest)) = path.split_first() else {
+        *value = with;
+        return;
+    };
+    let next = match (value, first.strip_prefix('#')) {
+        (toml::Value::Array(a), Some(i)) => &mut a[i.parse::<usize>().unwrap()],
+        (toml::Value::Table(t), None) => t.get_mut(first).unwrap(),
+        _ => unreachable!("paths come from leaves()"),
+    };
+    replace(next, rest, with);
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 64, ..Default::default() })]
+
+    /// Any values of any type at any keys of the full example: a report, never a panic or a
+    /// hang, and a key path for every problem.
+    #[test]
+    fn values_of_any_type_anywhere_get_a_report(
+        picks in proptest::collection::vec((0usize..1000, 0u8..7), 1..6),
+    ) {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        let text = std::fs::read_to_string(dir.join("quotagate.toml")).unwrap();
+        let mut value: toml::Value = toml::from_str(&text).unwrap();
+        let mut paths = Vec::new();
+        leaves(&value, Vec::new(), &mut paths);
+        for (at, kind) in picks {
+            let with = match kind {
+                0 => toml::Value::Integer(-3),
+                1 => toml::Value::String("x".into()),
+                2 => toml::Value::Boolean(true),
+                3 => toml::Value::Float(0.5),
+                4 => toml::Value::Array(vec![toml::Value::Integer(1), toml::Value::String("a".into())]),
+                5 => toml::Value::Table(toml::Table::new()),
+                _ => toml::Value::Array(Vec::new()),
+            };
+            replace(&mut value, &paths[at % paths.len()], with);
+        }
+        let mutated = toml::to_string(&value).unwrap();
+        if let Err(e) = Config::parse(&mutated, "t.toml", Some(&dir)) {
+            let problems = e.problems();
+            proptest::prop_assert!(!problems.is_empty());
+            for p in &problems {
+                proptest::prop_assert!(p.contains(": "), "{p}");
+            }
+        }
+    }
+}

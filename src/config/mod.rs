@@ -2,7 +2,9 @@
 //! where a default exists), then validated into [`Config`], whose types cannot hold an invalid
 //! value. Every problem is reported at once, each with its key path, the value and what was
 //! expected. Unknown keys are problems too (found with `serde_ignored`, so all of them are listed,
-//! not just the first), and so are values of the wrong type. Tokens never appear in messages: a token's key path shows its fingerprint.
+//! not just the first), and so are values of the wrong type. What is allowed but probably not
+//! meant is a warning ([`Config::warnings`]). Tokens never appear in messages: a token's key path
+//! shows its fingerprint.
 //!
 //! Layout, one file per concern:
 //! - `raw.rs`: the serde types, as written in the file.
