@@ -338,6 +338,9 @@ fn a_rule_host_must_be_a_host_name() {
             )],
         );
     }
+    // An IPv6 literal is a host, not a glob with a character class.
+    let v6 = Config::parse(&rule("[::1]"), "t.toml", None).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(format!("{:?}", v6.policy.rules[0].host), r#"Exact("[::1]")"#);
     // A fully qualified name is the same host, as Traefik's Host() matcher has it.
     let config = Config::parse(&rule("API.example.com."), "t.toml", None).unwrap_or_else(|e| panic!("{e}"));
     let same = Config::parse(&rule("api.example.com"), "t.toml", None).unwrap();

@@ -129,7 +129,12 @@ impl Validator {
             self.problem(key, msg);
             return HostMatch::Any;
         }
-        if !h.contains(['*', '?', '[']) {
+        // An IPv6 literal is written in brackets, which a glob would read as a character class.
+        let ipv6 = h
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .is_some_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok());
+        if ipv6 || !h.contains(['*', '?', '[']) {
             return HostMatch::Exact(h.to_owned());
         }
         match Glob::new(h) {
