@@ -144,6 +144,50 @@ struct ConnectionLabels {
     alpn: &'static str,
 }
 
+/// Why the server closed a connection (or refused one) on its own: a bound was hit or a
+/// timeout ran out. `quotagate_connections_closed_total{listener,reason}`.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum CloseReason {
+    /// `server.max_connections` open already: closed as soon as accepted.
+    max_connections,
+    /// `server.max_tls_handshakes` in flight already: closed before its handshake.
+    max_tls_handshakes,
+    /// No TLS handshake within `server.tls_handshake_timeout`.
+    tls_handshake_timeout,
+    /// HTTP/1.1: no complete request head within `server.header_read_timeout`.
+    header_read_timeout,
+    /// HTTP/2: no open stream for `server.idle_timeout`.
+    idle_timeout,
+    /// HTTP/2: a keep-alive ping went unanswered for `server.http2_keep_alive_timeout`.
+    keep_alive_timeout,
+}
+
+impl CloseReason {
+    /// The label value, for logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::max_connections => "max_connections",
+            CloseReason::max_tls_handshakes => "max_tls_handshakes",
+            CloseReason::tls_handshake_timeout => "tls_handshake_timeout",
+            CloseReason::header_read_timeout => "header_read_timeout",
+            CloseReason::idle_timeout => "idle_timeout",
+            CloseReason::keep_alive_timeout => "keep_alive_timeout",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClosedLabels {
+    listener: &'static str,
+    reason: CloseReason,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ListenerLabels {
+    listener: &'static str,
+}
+
 /// The service's metrics.
 #[derive(Debug)]
 pub struct Metrics {
@@ -159,6 +203,8 @@ pub struct Metrics {
     store_up: Gauge,
     store_errors: Gauge,
     connections: Family<ConnectionLabels, Counter>,
+    connections_closed: Family<ClosedLabels, Counter>,
+    connections_open: Family<ListenerLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -201,6 +247,18 @@ impl Metrics {
             "Connections accepted on the check listener, by transport (plain, tls) and ALPN protocol",
             connections.clone(),
         );
+        let connections_closed = Family::<ClosedLabels, Counter>::default();
+        registry.register(
+            "connections_closed",
+            "Connections the server closed on its own, by listener (check, admin) and reason (a bound hit or a timeout)",
+            connections_closed.clone(),
+        );
+        let connections_open = Family::<ListenerLabels, Gauge>::default();
+        registry.register(
+            "connections_open",
+            "Connections open now, by listener (check, admin); bounded by server.max_connections",
+            connections_open.clone(),
+        );
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         Metrics {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
@@ -213,6 +271,8 @@ impl Metrics {
             store_up,
             store_errors,
             connections,
+            connections_closed,
+            connections_open,
         }
     }
 
@@ -258,6 +318,18 @@ impl Metrics {
     /// `alpn` the protocol a TLS client chose (`"h2"`, `"http/1.1"`, `"none"`; `"none"` for plain).
     pub fn connection_accepted(&self, transport: &'static str, alpn: &'static str) {
         self.connections.get_or_create(&ConnectionLabels { transport, alpn }).inc();
+    }
+
+    /// Counts one connection on `listener` (`"check"` or `"admin"`) that the server closed
+    /// for `reason`.
+    pub fn connection_closed(&self, listener: &'static str, reason: CloseReason) {
+        self.connections_closed.get_or_create(&ClosedLabels { listener, reason }).inc();
+    }
+
+    /// The gauge of connections open on `listener`; the server raises it for each connection it
+    /// keeps and lowers it when the connection ends.
+    pub fn connections_open(&self, listener: &'static str) -> Gauge {
+        self.connections_open.get_or_create(&ListenerLabels { listener }).clone()
     }
 
     pub fn reload(&self, ok: bool) {

@@ -3,11 +3,12 @@
 //! shutdown. Only this module imports axum.
 
 pub mod check;
+pub mod conn;
 pub mod reload;
 pub mod response;
 pub mod tls;
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +18,6 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
-use axum::serve::ListenerExt as _;
 use axum::Router;
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
@@ -112,7 +112,8 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 /// Serves checks on `listener` (and the reserved paths on `admin`, if given) until `shutdown`
-/// completes, then lets in-flight checks finish for at most `grace`.
+/// completes, then lets in-flight checks finish for at most `grace`. Connections are bounded
+/// and timed out as `server.connections` says ([`conn`]).
 pub async fn run(
     state: AppState,
     listener: TcpListener,
@@ -129,27 +130,24 @@ pub async fn run(
         let _ = rx.wait_for(|s| *s).await;
     };
 
-    let main_app = router(state.clone(), admin.is_none()).into_make_service_with_connect_info::<SocketAddr>();
-    let main_stop = stopped(stop_rx.clone());
-    let tls = state.config.load().tls.clone();
-    // `tap_io` counts each connection, and gives `ConnectInfo<SocketAddr>` to any listener whose
-    // address is a `SocketAddr` (axum implements it for `TcpListener` and `TapIo` only).
-    let main: std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>> = match tls {
-        None => {
-            let metrics = state.clone();
-            let listener = listener.tap_io(move |_| metrics.metrics.connection_accepted("plain", "none"));
-            Box::pin(axum::serve(listener, main_app).with_graceful_shutdown(main_stop).into_future())
-        }
-        Some(initial) => {
-            let metrics = state.clone();
-            let listener = tls::TlsListener::new(listener, state.clone(), initial)?
-                .tap_io(move |stream| metrics.metrics.connection_accepted("tls", tls::alpn(stream)));
-            Box::pin(axum::serve(listener, main_app).with_graceful_shutdown(main_stop).into_future())
-        }
-    };
+    let tls = state.config.load().tls.clone().map(tls::Tls::new);
+    let main = conn::serve(
+        listener,
+        "check",
+        router(state.clone(), admin.is_none()),
+        tls,
+        state.clone(),
+        stop_rx.clone(),
+    );
     let admin = admin.map(|l| {
-        let app = admin_router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
-        tokio::spawn(axum::serve(l, app).with_graceful_shutdown(stopped(stop_rx.clone())).into_future())
+        tokio::spawn(conn::serve(
+            l,
+            "admin",
+            admin_router(state.clone()),
+            None,
+            state.clone(),
+            stop_rx.clone(),
+        ))
     });
 
     let deadline = {
