@@ -207,3 +207,21 @@ async fn an_idle_http2_connection_is_closed_after_the_idle_timeout() {
     let r = http.get(&url).bearer_auth("t").send().await.unwrap();
     assert_eq!(r.status(), 200);
 }
+
+#[test]
+fn connection_settings_out_of_range_are_refused_each_with_its_key() {
+    let config = format!(
+        "[server]\nheader_read_timeout = \"0s\"\nidle_timeout = \"soon\"\nmax_connections = 0\nmax_tls_handshakes = 100001\n{PLAN}"
+    );
+    let err = quotagate::config::Config::parse(&config, "bad.toml", None).unwrap_err().to_string();
+    for expected in [
+        "server.header_read_timeout: must be greater than 0s",
+        "server.idle_timeout: invalid duration \"soon\"",
+        "server.max_connections: must be between 1 and 1000000 (got 0)",
+        "server.max_tls_handshakes: must be between 1 and 100000 (got 100001)",
+    ] {
+        assert!(err.contains(expected), "no {expected:?} in:\n{err}");
+    }
+    let good = quotagate::config::Config::parse(PLAN, "good.toml", None).unwrap();
+    assert_eq!(good.server.connections, quotagate::config::Connections::default());
+}

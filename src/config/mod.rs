@@ -38,7 +38,7 @@ use std::sync::Arc;
 
 pub use error::{ConfigError, Problem};
 pub use raw::RawConfig;
-pub use server::{Server, TlsFiles};
+pub use server::{Connections, Server, TlsFiles};
 pub use store::{redact, Backend, OnError, RedisConfig, RedisUrl, Secret, Snapshot, StoreConfig};
 
 use crate::identity::Identity;

@@ -31,6 +31,14 @@ pub(super) struct RawServer {
     pub(super) watch_interval: Option<String>,
     pub(super) shutdown_timeout: Option<String>,
     pub(super) tls: Option<RawTls>,
+    pub(super) header_read_timeout: Option<String>,
+    pub(super) idle_timeout: Option<String>,
+    pub(super) max_connections: Option<i64>,
+    pub(super) max_tls_handshakes: Option<i64>,
+    pub(super) tls_handshake_timeout: Option<String>,
+    pub(super) http2_keep_alive_interval: Option<String>,
+    pub(super) http2_keep_alive_timeout: Option<String>,
+    pub(super) http2_max_concurrent_streams: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

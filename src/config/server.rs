@@ -25,6 +25,46 @@ pub struct Server {
     /// [`Config::tls`], which a reload replaces (so rotated certificates apply without a
     /// restart); turning TLS on or off needs a restart.
     pub tls: Option<TlsFiles>,
+    /// Bounds and timeouts of every listener's connections.
+    pub connections: Connections,
+}
+
+/// Bounds and timeouts that keep slow or idle clients from holding connections (per listener).
+/// The defaults suit Traefik: its HTTP/1.1 client keeps at most 2 idle connections and redials
+/// (retrying a GET) when one was closed; over TLS it keeps one HTTP/2 connection, idle for at
+/// most 90 s, which is shorter than `idle_timeout`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Connections {
+    /// HTTP/1.1: the longest a request head may take to arrive, counted from the connection's
+    /// start or the end of the previous response (so also how long an idle connection stays).
+    pub header_read_timeout: Duration,
+    /// HTTP/2: a connection without a request for this long is closed (GOAWAY).
+    pub idle_timeout: Duration,
+    /// Connections open at once; more are closed as soon as they are accepted.
+    pub max_connections: usize,
+    /// TLS handshakes in flight at once; more connections are closed before theirs.
+    pub max_tls_handshakes: usize,
+    pub tls_handshake_timeout: Duration,
+    /// HTTP/2: how often an idle connection is pinged, and how long the answer may take.
+    pub http2_keep_alive_interval: Duration,
+    pub http2_keep_alive_timeout: Duration,
+    /// HTTP/2: requests in flight on one connection.
+    pub http2_max_concurrent_streams: u32,
+}
+
+impl Default for Connections {
+    fn default() -> Connections {
+        Connections {
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(120),
+            max_connections: 4096,
+            max_tls_handshakes: 256,
+            tls_handshake_timeout: Duration::from_secs(10),
+            http2_keep_alive_interval: Duration::from_secs(20),
+            http2_keep_alive_timeout: Duration::from_secs(20),
+            http2_max_concurrent_streams: 1000,
+        }
+    }
 }
 
 /// `[server.tls]`: PEM files, resolved against the config's folder.
@@ -71,6 +111,7 @@ impl Validator {
                 self.problem("server.admin_listen", format!("must differ from server.listen (both {l})"));
             }
         }
+        let connections = self.connections(&raw);
         let (tls_files, tls) = match raw.tls {
             Some(raw) => {
                 if admin_listen.is_none() {
@@ -95,9 +136,63 @@ impl Validator {
                 watch_interval: Some(watch?).filter(|d| !d.is_zero()),
                 shutdown_timeout: shutdown?,
                 tls: tls_files,
+                connections: connections?,
             })
         })();
         (server, tls)
+    }
+
+    /// The connection bounds and timeouts of `[server]`; see [`Connections`].
+    fn connections(&mut self, raw: &RawServer) -> Option<Connections> {
+        let d = Connections::default();
+        let mut timeout = |key: &str, value: &Option<String>, default: Duration| match value {
+            None => Some(default),
+            Some(v) => match self.duration(format!("server.{key}"), v)? {
+                zero if zero.is_zero() => {
+                    self.problem(format!("server.{key}"), "must be greater than 0s (got \"0s\")");
+                    None
+                }
+                positive => Some(positive),
+            },
+        };
+        let header_read_timeout =
+            timeout("header_read_timeout", &raw.header_read_timeout, d.header_read_timeout);
+        let idle_timeout = timeout("idle_timeout", &raw.idle_timeout, d.idle_timeout);
+        let tls_handshake_timeout =
+            timeout("tls_handshake_timeout", &raw.tls_handshake_timeout, d.tls_handshake_timeout);
+        let http2_keep_alive_interval =
+            timeout("http2_keep_alive_interval", &raw.http2_keep_alive_interval, d.http2_keep_alive_interval);
+        let http2_keep_alive_timeout =
+            timeout("http2_keep_alive_timeout", &raw.http2_keep_alive_timeout, d.http2_keep_alive_timeout);
+        let mut bounded = |key: &str, value: Option<i64>, default: u32, max: u32| match value {
+            None => Some(default),
+            Some(v) if (1..=i64::from(max)).contains(&v) => u32::try_from(v).ok(),
+            Some(v) => {
+                self.problem(format!("server.{key}"), format!("must be between 1 and {max} (got {v})"));
+                None
+            }
+        };
+        let small = |n: usize| u32::try_from(n).expect("the default bounds are small");
+        let max_connections =
+            bounded("max_connections", raw.max_connections, small(d.max_connections), 1_000_000);
+        let max_tls_handshakes =
+            bounded("max_tls_handshakes", raw.max_tls_handshakes, small(d.max_tls_handshakes), 100_000);
+        let http2_max_concurrent_streams = bounded(
+            "http2_max_concurrent_streams",
+            raw.http2_max_concurrent_streams,
+            d.http2_max_concurrent_streams,
+            100_000,
+        );
+        Some(Connections {
+            header_read_timeout: header_read_timeout?,
+            idle_timeout: idle_timeout?,
+            max_connections: usize::try_from(max_connections?).ok()?,
+            max_tls_handshakes: usize::try_from(max_tls_handshakes?).ok()?,
+            tls_handshake_timeout: tls_handshake_timeout?,
+            http2_keep_alive_interval: http2_keep_alive_interval?,
+            http2_keep_alive_timeout: http2_keep_alive_timeout?,
+            http2_max_concurrent_streams: http2_max_concurrent_streams?,
+        })
     }
 
     /// `[server.tls]`: reads the PEM files and builds the listener's TLS settings. Messages
