@@ -90,6 +90,33 @@ pub async fn serve(
     Ok(())
 }
 
+/// Warns at start when `listeners` listeners of `max_connections` each could use more file
+/// descriptors than the process may open: the bound would then never be reached, and accepting
+/// would fail with "too many open files" instead (checks wait in the backlog until timeouts free
+/// descriptors). Linux only: the limit is read from `/proc/self/limits`.
+pub fn check_open_files_limit(limits: &Connections, listeners: usize) {
+    let Some(soft) = open_files_limit() else { return };
+    // Descriptors besides connections: listeners, Redis, the config watcher, snapshots, logs.
+    const SPARE: u64 = 64;
+    let wanted = u64::try_from(limits.max_connections * listeners).unwrap_or(u64::MAX).saturating_add(SPARE);
+    if wanted > soft {
+        tracing::warn!(
+            max_connections = limits.max_connections,
+            listeners,
+            open_files_limit = soft,
+            "server.max_connections is above what the open-files limit leaves: lower it below {} or raise `ulimit -n`",
+            soft.saturating_sub(SPARE) / listeners.max(1) as u64,
+        );
+    }
+}
+
+/// The soft limit on open files, from `/proc/self/limits` ("Max open files  1024  4096  files").
+fn open_files_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line["Max open files".len()..].split_whitespace().next()?.parse().ok()
+}
+
 /// What the connections of one listener share.
 struct Shared {
     name: &'static str,

@@ -223,6 +223,7 @@ pub async fn serve(
         summary = %config.summary(),
         "quotagate started"
     );
+    conn::check_open_files_limit(&config.server.connections, 1 + usize::from(admin.is_some()));
     let state = AppState::new(config, clock);
     let keeper = snapshots(&state);
     if let Some(path) = path {
