@@ -133,7 +133,9 @@ struct Shared {
     accept_errors: Notice,
 }
 
+/// One [`Notice`] per [`CloseReason`], indexed by the reason.
 const REASONS: usize = 6;
+const _: () = assert!(CloseReason::keep_alive_timeout as usize + 1 == REASONS, "REASONS counts every reason");
 
 impl Shared {
     fn new(
