@@ -1,6 +1,7 @@
 //! The HTTP side: axum routes, the forwardAuth handler ([`check`]), responses ([`response`],
-//! the only place that knows statuses and headers), config reload ([`reload`]) and graceful
-//! shutdown. Only this module imports axum.
+//! the only place that knows statuses and headers), config reload ([`reload`]), connections
+//! with their bounds and timeouts ([`conn`], TLS in [`tls`]) and graceful shutdown. Only this
+//! module imports axum.
 
 pub mod check;
 pub mod conn;
