@@ -226,3 +226,25 @@ fn connection_settings_out_of_range_are_refused_each_with_its_key() {
     let good = quotagate::config::Config::parse(PLAN, "good.toml", None).unwrap();
     assert_eq!(good.server.connections, quotagate::config::Connections::default());
 }
+
+#[tokio::test]
+async fn traefik_redials_when_quotagate_has_closed_its_idle_keep_alive_connections() {
+    let q = start("header_read_timeout = \"300ms\"").await;
+    let backend = support::Backend::start().await;
+    let traefik = support::Traefik::builder(&format!("{}/", q.url()), &backend.url())
+        .trust_forward_header(false)
+        .start()
+        .await;
+    let url = format!("{}/api/items", traefik.url());
+    for round in 0..3 {
+        let r = client().get(&url).bearer_auth("conn-test").send().await.unwrap();
+        assert_eq!(r.status(), 200, "round {round}");
+        // Traefik keeps the connection idle in its pool; quotagate closes it.
+        let closed_now = poll(Duration::from_secs(3), || async {
+            (closed(&q, "idle_timeout").await > round).then_some(())
+        })
+        .await;
+        assert!(closed_now.is_some(), "round {round}: the idle connection was not closed");
+    }
+    assert_eq!(backend.request_count(), 3);
+}
