@@ -248,3 +248,39 @@ async fn traefik_redials_when_quotagate_has_closed_its_idle_keep_alive_connectio
     }
     assert_eq!(backend.request_count(), 3);
 }
+
+#[tokio::test]
+async fn an_http2_peer_that_stops_answering_pings_is_dropped() {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, ServerName};
+
+    let pki = Pki::new("conn-ping");
+    let q =
+        start_tls(&pki, "http2_keep_alive_interval = \"200ms\"\nhttp2_keep_alive_timeout = \"200ms\"").await;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(CertificateDer::from_pem_file(pki.path("ca.pem")).unwrap()).unwrap();
+    let mut tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    tls.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = TcpStream::connect(("127.0.0.1", q.port())).await.unwrap();
+    let name = ServerName::try_from("127.0.0.1").unwrap();
+    let mut stream =
+        tokio_rustls::TlsConnector::from(std::sync::Arc::new(tls)).connect(name, tcp).await.unwrap();
+    assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    // The client preface and an empty SETTINGS frame; then the peer goes silent: it reads
+    // nothing more, so the server's pings are never answered.
+    stream.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00").await.unwrap();
+    stream.flush().await.unwrap();
+    let dropped = poll(Duration::from_secs(5), || async {
+        (closed(&q, "keep_alive_timeout").await == 1).then_some(())
+    })
+    .await;
+    assert!(dropped.is_some(), "a silent HTTP/2 peer is kept");
+    assert_eq!(open(&q).await, Some(0));
+    q.wait_for_log("stopped answering pings", Duration::from_secs(2)).await;
+}
