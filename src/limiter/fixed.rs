@@ -2,7 +2,7 @@
 
 use std::num::NonZeroU32;
 
-use super::{Nanos, State, Verdict, Window};
+use super::{Nanos, State, Window};
 
 pub(super) fn roll(window: Window, state: &mut State, now: Nanos) {
     if now >= state.at {
@@ -10,18 +10,12 @@ pub(super) fn roll(window: Window, state: &mut State, now: Nanos) {
     }
 }
 
-pub(super) fn check(requests: NonZeroU32, window: Window, state: &State, now: Nanos) -> Verdict {
-    let quota = requests.get();
+/// Remaining, reset, retry-after and window length, from a rolled state: a full window admits
+/// nothing until it ends.
+pub(super) fn after(requests: NonZeroU32, window: Window, state: &State, now: Nanos) -> (u32, Nanos, Nanos, Nanos) {
+    let remaining = requests.get().saturating_sub(state.count);
     let reset = state.at.saturating_sub(now);
-    let allowed = state.count < quota;
-    Verdict {
-        allowed,
-        quota,
-        remaining: if allowed { quota - state.count - 1 } else { 0 },
-        reset,
-        retry_after: if allowed { 0 } else { reset },
-        window: window.len_at(now),
-    }
+    (remaining, reset, if remaining > 0 { 0 } else { reset }, window.len_at(now))
 }
 
 #[cfg(test)]

@@ -6,42 +6,46 @@
 
 use std::num::NonZeroU32;
 
-use super::{Nanos, State, Verdict};
+use super::{Nanos, State, MAX_SPAN};
 
 fn clamp(n: u128) -> Nanos {
     Nanos::try_from(n).unwrap_or(Nanos::MAX)
 }
 
-pub(super) fn check(emission: Nanos, burst: NonZeroU32, state: &State, now: Nanos) -> Verdict {
+pub(super) fn admits(emission: Nanos, burst: NonZeroU32, state: &State, now: Nanos) -> bool {
+    let tau = u128::from(emission.max(1)) * u128::from(burst.get() - 1);
+    u128::from(state.at) <= u128::from(now) + tau
+}
+
+/// Moves the TAT on by one emission interval, but never past `now + MAX_SPAN`: counted denials
+/// may push a bucket into debt, and the cap bounds that debt (an admitted request never reaches
+/// it, as config keeps `burst * emission` within [`MAX_SPAN`]).
+pub(super) fn record(emission: Nanos, state: &mut State, now: Nanos) {
+    let moved = state.at.max(now).saturating_add(emission.max(1));
+    state.at = moved.min(now.saturating_add(MAX_SPAN)).max(state.at);
+}
+
+/// Remaining, reset, retry-after and window length, from the TAT the request left behind.
+pub(super) fn after(emission: Nanos, burst: NonZeroU32, state: &State, now: Nanos) -> (u32, Nanos, Nanos, Nanos) {
     let t = u128::from(emission.max(1));
     let tau = t * u128::from(burst.get() - 1);
     let now_ = u128::from(now);
     let tat = u128::from(state.at).max(now_);
-    let allowed = tat <= now_ + tau;
-    let (remaining, reset, retry_after) = if allowed {
-        // After this request the TAT moves by one emission interval.
-        let remaining = (now_ + tau - tat) / t;
-        (remaining, tat + t - now_, 0)
-    } else {
-        (0, tat - now_, tat - tau - now_)
-    };
-    Verdict {
-        allowed,
-        quota: burst.get(),
-        remaining: u32::try_from(remaining).expect("at most burst - 1"),
-        reset: clamp(reset),
-        retry_after: clamp(retry_after),
-        window: clamp(t * u128::from(burst.get())),
-    }
-}
-
-pub(super) fn record(emission: Nanos, state: &mut State, now: Nanos) {
-    state.at = state.at.max(now).saturating_add(emission);
+    // The k-th request at `now` conforms while tat + (k - 1) * t <= now + tau.
+    let remaining = if tat <= now_ + tau { (now_ + tau - tat) / t + 1 } else { 0 };
+    let retry_after = (tat - now_).saturating_sub(tau);
+    (
+        u32::try_from(remaining).expect("at most burst"),
+        clamp(tat - now_),
+        clamp(retry_after),
+        clamp(t * u128::from(burst.get())),
+    )
 }
 
 #[cfg(test)]
 mod tests {
-    use crate::limiter::{tests::hit, Algorithm, Limit, State, SECOND};
+    use crate::limiter::tests::{admits_at, hit, hit_counting_denied};
+    use crate::limiter::{Algorithm, Limit, State, SECOND};
     use std::num::NonZeroU32;
 
     use super::*;
@@ -107,5 +111,36 @@ mod tests {
         let v = hit(&limit, &mut state, T0);
         assert!(v.allowed);
         assert_eq!(v.window, u64::MAX);
+    }
+
+    #[test]
+    fn a_client_that_obeys_retry_after_is_admitted_when_denials_count() {
+        // average = 1, period = 2s, burst = 1: the denied request at T0 is counted, so the next
+        // conforming instant is T0 + 4 s, and that is what the client is told.
+        let limit = Limit::new("s", Algorithm::Gcra { emission: 2 * SECOND, burst: NonZeroU32::new(1).unwrap() });
+        let mut state = State::default();
+        assert!(hit_counting_denied(&limit, &mut state, T0).allowed);
+        let mut now = T0;
+        for _ in 0..5 {
+            let v = hit_counting_denied(&limit, &mut state, now);
+            assert!(!v.allowed);
+            assert_eq!(v.retry_after, 4 * SECOND);
+            assert!(!admits_at(&limit, &state, now + v.retry_after - 1));
+            now += v.retry_after;
+            assert!(hit_counting_denied(&limit, &mut state, now).allowed, "obeyed Retry-After");
+        }
+    }
+
+    #[test]
+    fn counted_denials_push_the_debt_no_further_than_max_span() {
+        let limit = Limit::new("s", Algorithm::Gcra { emission: 86_400 * SECOND, burst: NonZeroU32::new(1).unwrap() });
+        let mut state = State::default();
+        for _ in 0..1000 {
+            hit_counting_denied(&limit, &mut state, T0);
+        }
+        assert_eq!(state.at, T0 + MAX_SPAN);
+        let v = hit_counting_denied(&limit, &mut state, T0);
+        assert_eq!((v.retry_after, v.reset, v.remaining), (MAX_SPAN, MAX_SPAN, 0));
+        assert!(admits_at(&limit, &state, T0 + MAX_SPAN));
     }
 }

@@ -9,8 +9,16 @@
 //!
 //! Where the counters live (and how several limits are checked atomically) is `store`'s business.
 //! Checking is two-phase so a store can check every limit of a request before counting any:
-//! [`Limit::roll`] brings a state to `now`, [`Limit::check`] answers without changing it and
-//! [`Limit::record`] counts one request.
+//! [`Limit::roll`] brings a state to `now`, [`Limit::admits`] answers without changing it and
+//! [`Limit::record`] counts one request. Only then does [`Limit::verdict`] say what is left, when
+//! it resets and how long to wait, from the state the request left behind: a wait computed before
+//! a denied request is counted would send the client back too early.
+//!
+//! **Exact, and within [`MAX_SPAN`].** Everything is integer nanoseconds. Windows, buckets
+//! (`burst` emission intervals) and a bucket's debt (what counted denied requests push its
+//! theoretical arrival time past `now`) are at most [`MAX_SPAN`]: config refuses longer ones, and
+//! [`Limit::record`] caps the debt. That bound lets the Redis script (whose numbers are doubles,
+//! exact below 2^53) compute the very same integers as this module.
 
 pub mod calendar;
 mod fixed;
@@ -27,6 +35,10 @@ pub type Nanos = u64;
 
 /// One second in [`Nanos`].
 pub const SECOND: Nanos = 1_000_000_000;
+
+/// The longest window, bucket span or bucket debt: 100 days. Below 2^53 nanoseconds (104 days),
+/// so the Redis script's doubles hold every wait, reset and difference of instants exactly.
+pub const MAX_SPAN: Nanos = 100 * 86_400 * SECOND;
 
 /// Which algorithm a limit uses, with its parameters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,17 +75,21 @@ pub struct State {
     pub previous: u32,
 }
 
-/// What a limit says about one request arriving at `now`.
+/// What a limit says about one request arriving at `now`. Every number but `allowed` is read
+/// from the state the request left behind (counted or not), so they hold for the next request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Verdict {
+    /// Whether this limit admitted the request (before anything was counted).
     pub allowed: bool,
     /// The quota: requests per window, or the bucket size.
     pub quota: u32,
-    /// Requests still available after this one (if allowed) or now (if denied).
+    /// Requests that would still be admitted at `now`.
     pub remaining: u32,
     /// Nanoseconds until the quota is whole again (end of the window; bucket refilled).
     pub reset: Nanos,
-    /// If denied: nanoseconds until a request would be allowed. Zero if allowed.
+    /// Nanoseconds until this limit admits a request again: the least `w` such that a request at
+    /// `now + w` is admitted, and one at `now + w - 1` is not. Zero while `remaining > 0`; it can
+    /// be more than zero for an allowed request that took the last one.
     pub retry_after: Nanos,
     /// Length of the window this verdict speaks of, in nanoseconds (for `RateLimit-Policy`).
     pub window: Nanos,
@@ -109,15 +125,16 @@ impl Limit {
     }
 
     /// Whether one more request at `now` fits, for a state already [`roll`](Self::roll)ed.
-    pub fn check(&self, state: &State, now: Nanos) -> Verdict {
+    pub fn admits(&self, state: &State, now: Nanos) -> bool {
         match self.algorithm {
-            Algorithm::Fixed { requests, window } => fixed::check(requests, window, state, now),
-            Algorithm::Sliding { requests, window } => sliding::check(requests, window, state, now),
-            Algorithm::Gcra { emission, burst } => gcra::check(emission, burst, state, now),
+            Algorithm::Fixed { requests, .. } => state.count < requests.get(),
+            Algorithm::Sliding { requests, window } => sliding::used(window, state, now) < u64::from(requests.get()),
+            Algorithm::Gcra { emission, burst } => gcra::admits(emission, burst, state, now),
         }
     }
 
-    /// Counts one request at `now` into a state already rolled.
+    /// Counts one request at `now` into a state already rolled (admitted or not: whether to
+    /// count a denied one is the caller's choice).
     pub fn record(&self, state: &mut State, now: Nanos) {
         match self.algorithm {
             Algorithm::Fixed { .. } | Algorithm::Sliding { .. } => {
@@ -127,16 +144,28 @@ impl Limit {
         }
     }
 
-    /// The verdict of an allowed request that was then not counted (another limit denied it):
-    /// one more remains, and the reset is as before.
-    pub fn uncounted(&self, mut v: Verdict) -> Verdict {
-        if v.allowed {
-            v.remaining = v.remaining.saturating_add(1).min(v.quota);
-            if let Algorithm::Gcra { emission, .. } = self.algorithm {
-                v.reset = v.reset.saturating_sub(emission);
+    /// The verdict on a request at `now` that this limit `allowed` (as [`admits`](Self::admits)
+    /// said before anything was counted), read from `state` as the request left it: recorded
+    /// or not, so the wait it gives is the wait the next request really has.
+    pub fn verdict(&self, state: &State, now: Nanos, allowed: bool) -> Verdict {
+        let (remaining, reset, retry_after, window) = match self.algorithm {
+            Algorithm::Fixed { requests, window } => fixed::after(requests, window, state, now),
+            Algorithm::Sliding { requests, window } => sliding::after(requests, window, state, now),
+            Algorithm::Gcra { emission, burst } => gcra::after(emission, burst, state, now),
+        };
+        Verdict { allowed, quota: self.quota(), remaining, reset, retry_after, window }
+    }
+
+    /// The longest stretch of time this limit speaks of: its window (the longest month for
+    /// calendar months) or its bucket's span, `burst` emission intervals. Config refuses limits
+    /// longer than [`MAX_SPAN`].
+    pub fn span(&self) -> u128 {
+        match self.algorithm {
+            Algorithm::Fixed { window, .. } | Algorithm::Sliding { window, .. } => {
+                u128::from(window.alignment().map_or(31 * 86_400 * SECOND, |(len, _)| len))
             }
+            Algorithm::Gcra { emission, burst } => u128::from(emission.max(1)) * u128::from(burst.get()),
         }
-        v
     }
 
     /// When this state stops mattering: after that instant a fresh state behaves the same.
@@ -164,13 +193,28 @@ fn stable_id(kind: u8, window: u64) -> u32 {
 pub(crate) mod tests {
     use super::*;
 
-    /// Runs one request through roll, check and record, counting it only if allowed.
+    /// Runs one request through admits, record and verdict, counting it only if allowed.
     pub(crate) fn hit(limit: &Limit, state: &mut State, now: Nanos) -> Verdict {
         limit.roll(state, now);
-        let v = limit.check(state, now);
-        if v.allowed {
+        let allowed = limit.admits(state, now);
+        if allowed {
             limit.record(state, now);
         }
-        v
+        limit.verdict(state, now, allowed)
+    }
+
+    /// Like [`hit`], but counts the request even if denied (`count_denied`).
+    pub(crate) fn hit_counting_denied(limit: &Limit, state: &mut State, now: Nanos) -> Verdict {
+        limit.roll(state, now);
+        let allowed = limit.admits(state, now);
+        limit.record(state, now);
+        limit.verdict(state, now, allowed)
+    }
+
+    /// Whether a request at `t` would be admitted, leaving `state` as it is.
+    pub(crate) fn admits_at(limit: &Limit, state: &State, t: Nanos) -> bool {
+        let mut probe = *state;
+        limit.roll(&mut probe, t);
+        limit.admits(&probe, t)
     }
 }

@@ -9,7 +9,7 @@
 
 use std::num::NonZeroU32;
 
-use super::{Nanos, State, Verdict, Window};
+use super::{Nanos, State, Window};
 
 pub(super) fn roll(window: Window, state: &mut State, now: Nanos) {
     if now >= state.at {
@@ -26,41 +26,42 @@ fn weighted(previous: u32, end: Nanos, len: Nanos, t: Nanos) -> u64 {
     u64::try_from(num.div_ceil(u128::from(len.max(1)))).expect("at most `previous`")
 }
 
-pub(super) fn check(requests: NonZeroU32, window: Window, state: &State, now: Nanos) -> Verdict {
+/// What a request at `now` sees counted: this window's count and the previous one's weight.
+pub(super) fn used(window: Window, state: &State, now: Nanos) -> u64 {
+    u64::from(state.count) + weighted(state.previous, state.at, window.len_at(now), now)
+}
+
+/// Remaining, reset, retry-after and window length, from a rolled state.
+pub(super) fn after(requests: NonZeroU32, window: Window, state: &State, now: Nanos) -> (u32, Nanos, Nanos, Nanos) {
     let quota = requests.get();
     let end = state.at;
     let len = window.len_at(now);
-    let used = u64::from(state.count) + weighted(state.previous, end, len, now);
-    let allowed = used < u64::from(quota);
-    let retry_after = if allowed {
+    let used = used(window, state, now);
+    let remaining = u32::try_from(u64::from(quota).saturating_sub(used)).expect("at most the quota");
+    let retry_after = if remaining > 0 {
         0
     } else if state.count < quota {
         // Within this window, once the previous window's weight has shrunk enough:
         // ceil(previous * (end - t) / len) <= k  <=>  t >= end - floor(k * len / previous).
+        // The weight is above k now, so previous > k and the instant lies in this window.
         let k = u128::from(quota - 1 - state.count);
         let slack = k * u128::from(len) / u128::from(state.previous.max(1));
-        end.saturating_sub(Nanos::try_from(slack).unwrap_or(Nanos::MAX)).saturating_sub(now).max(1)
+        end - Nanos::try_from(slack).expect("below len") - now
     } else {
         // This window is full: in the next one, this window's count is the weight.
         let next_end = window.bounds(end).1;
         let next_len = next_end - end;
         let k = u128::from(quota - 1);
         let slack = k * u128::from(next_len) / u128::from(state.count);
-        next_end.saturating_sub(Nanos::try_from(slack).unwrap_or(Nanos::MAX)).saturating_sub(now)
+        next_end - Nanos::try_from(slack).expect("below the next window's length") - now
     };
-    Verdict {
-        allowed,
-        quota,
-        remaining: if allowed { quota - 1 - used as u32 } else { 0 },
-        reset: end.saturating_sub(now),
-        retry_after,
-        window: len,
-    }
+    (remaining, end - now, retry_after, len)
 }
 
 #[cfg(test)]
 mod tests {
-    use crate::limiter::{tests::hit, Algorithm, Limit, State, SECOND};
+    use crate::limiter::tests::{admits_at, hit, hit_counting_denied};
+    use crate::limiter::{Algorithm, Limit, State, SECOND};
     use std::num::NonZeroU32;
 
     use super::*;
@@ -119,5 +120,35 @@ mod tests {
         assert_eq!(v.retry_after, allowed_at - (T0 + 20 * SECOND));
         assert!(!hit(&limit, &mut state, allowed_at - 1).allowed);
         assert!(hit(&limit, &mut state, allowed_at).allowed);
+    }
+
+    #[test]
+    fn a_counted_denial_is_in_the_wait_it_gets() {
+        // 4 per minute, all used at :10; a denied request at :20 is counted, so the next minute
+        // starts with a weight of 5, not 4: ceil(5 * (end' - t) / 60 s) <= 3  <=>  t >= end' - 36 s.
+        let limit = sliding_minute(4);
+        let mut state = State::default();
+        for _ in 0..4 {
+            assert!(hit_counting_denied(&limit, &mut state, T0 + 10 * SECOND).allowed);
+        }
+        let now = T0 + 20 * SECOND;
+        let v = hit_counting_denied(&limit, &mut state, now);
+        assert!(!v.allowed);
+        let allowed_at = T0 + 120 * SECOND - 36 * SECOND;
+        assert_eq!(v.retry_after, allowed_at - now);
+        assert!(!admits_at(&limit, &state, allowed_at - 1));
+        assert!(hit_counting_denied(&limit, &mut state, allowed_at).allowed);
+    }
+
+    #[test]
+    fn an_allowed_request_that_takes_the_last_one_says_how_long_until_the_next() {
+        let limit = sliding_minute(2);
+        let mut state = State::default();
+        assert_eq!(hit(&limit, &mut state, T0).retry_after, 0);
+        let v = hit(&limit, &mut state, T0);
+        assert!(v.allowed);
+        assert_eq!(v.remaining, 0);
+        // ceil(2 * (end' - t) / 60 s) <= 1  <=>  t >= end' - 30 s.
+        assert_eq!(v.retry_after, 90 * SECOND);
     }
 }

@@ -258,7 +258,10 @@ pub fn denied(report: &Report<'_>) -> Response {
         let _ = write!(state, ";r={};t={}", v.remaining, ceil_secs(wait));
     }
     let worst = report.most_constrained().expect("a denied request violates a limit");
-    let retry_after = ceil_secs(worst.verdict.retry_after).max(1);
+    // Every limit must admit the next request, not only the violated ones: with `count_denied`
+    // this request may have taken an allowed limit's last one.
+    let wait = report.decision.verdicts.iter().map(|j| j.verdict.retry_after).max().unwrap_or(0);
+    let retry_after = ceil_secs(wait).max(1);
     let body = Denied {
         detail: DeniedDetail { report, retry_after },
         plan: &report.plan.name,

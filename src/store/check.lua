@@ -1,18 +1,59 @@
 -- quotagate: check and count every limit of one request, atomically, in one round trip.
--- Mirrors src/limiter (fixed calendar window, sliding window, GCRA) in microseconds, with the
--- time taken from Redis so that replicas with skewed clocks agree.
+-- The same integers as src/limiter (fixed calendar window, sliding window, GCRA), to the
+-- nanosecond. Lua's numbers are doubles, exact for integers below 2^53 ns (104 days): instants
+-- are kept as (seconds, nanoseconds) pairs, and only differences from `now` are single numbers.
+-- Config keeps windows, buckets and debts within 100 days (limiter::MAX_SPAN), so every
+-- difference, wait and reset below is exact; products that would not be (a sliding window's
+-- weight) go through muldiv.
 --
--- KEYS[i]  one hash per limit: a = window end (or GCRA's TAT), c = count, p = previous count.
---          Keys of one request share a hash tag, so this runs on Redis Cluster.
+-- KEYS[i]  one hash per limit: s, n = window end (or GCRA's TAT) in seconds and nanoseconds,
+--          c = count, p = previous count. Keys of one request share a hash tag (Redis Cluster).
 -- ARGV[1]  "1" to count denied requests too.
--- ARGV[2 + 4(i-1) ..]  for limit i: kind ("f" fixed, "s" sliding, "g" GCRA), quota,
---          a (window length in µs, 0 for a calendar month; GCRA: emission interval in µs),
---          b (window offset in µs: weeks start on Monday).
--- Reply: {all allowed (0/1), then per limit: allowed, remaining, reset µs, retry µs, window µs}.
+-- ARGV[2]  now, in nanoseconds since the epoch; empty for Redis's own clock (`TIME`), so that
+--          replicas with skewed clocks agree.
+-- ARGV[3 + 4(i-1) ..]  for limit i: kind ("f" fixed, "s" sliding, "g" GCRA), quota,
+--          a (window length in seconds, 0 for a calendar month; GCRA: emission interval in ns),
+--          b (window offset in seconds: weeks start on Monday).
+-- Reply: {all allowed (0/1), then per limit: allowed, remaining, reset ns, retry ns, window ns},
+--          each read from the state the request left behind.
 
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local DAY = 86400000000
+local E9 = 1000000000
+local DAY = 86400
+local MAX_SPAN = 100 * DAY * E9
+
+local now_s, now_n
+if ARGV[2] ~= '' then
+  now_s = tonumber(string.sub(ARGV[2], 1, -10)) or 0
+  now_n = tonumber(string.sub(ARGV[2], -9))
+else
+  local t = redis.call('TIME')
+  now_s, now_n = tonumber(t[1]), tonumber(t[2]) * 1000
+end
+
+-- floor(x / y) for integers: fmod is exact on doubles, x / y is not.
+local function div(x, y)
+  return (x - math.fmod(x, y)) / y
+end
+
+-- floor(a * b / c) and the remainder, for integers 0 <= a < 2^32 and b, c < 2^53 whose quotient
+-- is below 2^53: long multiplication by the bits of a, keeping q * c + r = (a's bits so far) *
+-- (b mod c) with r < c, so no intermediate reaches 2^53.
+local function muldiv(a, b, c)
+  local rb = math.fmod(b, c)
+  local whole = a * ((b - rb) / c)
+  local q, r, bit = 0, 0, 1
+  while bit * 2 <= a do bit = bit * 2 end
+  while bit >= 1 do
+    q = q * 2
+    if r >= c - r then q = q + 1; r = r - (c - r) else r = r + r end
+    if a >= bit then
+      a = a - bit
+      if r >= c - rb then q = q + 1; r = r - (c - rb) else r = r + rb end
+    end
+    bit = bit / 2
+  end
+  return whole + q, r
+end
 
 -- Howard Hinnant's civil calendar algorithms, on small integers.
 local function days_from_civil(y, m, d)
@@ -38,18 +79,36 @@ local function civil_from_days(z)
   return y, m
 end
 
--- The window containing `at`: start, end. fmod is exact on doubles, floor(x / len) is not.
+-- The window containing second `at` (windows are whole seconds): start, end, in seconds.
 local function bounds(len, off, at)
   if len > 0 then
     local x = at + off
     local start = x - math.fmod(x, len) - off
     return start, start + len
   end
-  local days = (at - math.fmod(at, DAY)) / DAY
-  local y, m = civil_from_days(days)
+  local y, m = civil_from_days(div(at, DAY))
   local start = days_from_civil(y, m, 1) * DAY
   if m == 12 then y = y + 1; m = 1 else m = m + 1 end
   return start, days_from_civil(y, m, 1) * DAY
+end
+
+-- Nanoseconds from now to (s, n), for instants at most a few MAX_SPANs away.
+local function from_now(s, n)
+  return (s - now_s) * E9 + (n - now_n)
+end
+
+-- What a request at now sees counted in a window ending at l.s: count and weighted previous.
+local function used(l)
+  if l.p == 0 then return l.c end
+  local w, r = muldiv(l.p, from_now(l.s, 0), l.len)
+  if r > 0 then w = w + 1 end
+  return l.c + w
+end
+
+-- The GCRA's TAT less now, at least 0.
+local function debt(l)
+  if l.s > now_s or (l.s == now_s and l.n > now_n) then return from_now(l.s, l.n) end
+  return 0
 end
 
 local count_denied = ARGV[1] == '1'
@@ -57,84 +116,85 @@ local n = #KEYS
 local limits = {}
 local all = true
 for i = 1, n do
-  local j = 2 + (i - 1) * 4
+  local j = 3 + (i - 1) * 4
   local l = { kind = ARGV[j], quota = tonumber(ARGV[j + 1]), a = tonumber(ARGV[j + 2]), b = tonumber(ARGV[j + 3]) }
-  local v = redis.call('HMGET', KEYS[i], 'a', 'c', 'p')
-  l.at, l.c, l.p = tonumber(v[1]) or 0, tonumber(v[2]) or 0, tonumber(v[3]) or 0
+  local v = redis.call('HMGET', KEYS[i], 's', 'n', 'c', 'p', 'a')
+  l.s, l.n, l.c, l.p = tonumber(v[1]), tonumber(v[2]) or 0, tonumber(v[3]) or 0, tonumber(v[4]) or 0
+  if l.s == nil then
+    -- A hash written in microseconds (field a) keeps its counts.
+    local us = tonumber(v[5]) or 0
+    l.s, l.n = div(us, 1000000), math.fmod(us, 1000000) * 1000
+  end
   if l.kind == 'g' then
-    local e = l.a
-    local tau = e * (l.quota - 1)
-    local tat = math.max(l.at, now)
-    l.ok = tat <= now + tau
-    if l.ok then
-      l.remaining = math.floor((now + tau - tat) / e)
-      l.reset = tat + e - now
-      l.retry = 0
-    else
-      l.remaining = 0
-      l.reset = tat - now
-      l.retry = tat - tau - now
-    end
-    l.window = e * l.quota
+    l.tau = l.a * (l.quota - 1)
+    l.ok = debt(l) <= l.tau
   else
-    local start, stop = bounds(l.a, l.b, now)
-    if now >= l.at then
+    local start, stop = bounds(l.a, l.b, now_s)
+    if now_s >= l.s then
       -- A new window: only the one right before it still weighs (sliding).
-      if l.kind == 's' and start == l.at then l.p = l.c else l.p = 0 end
-      l.c = 0
-      l.at = stop
+      if l.kind == 's' and start == l.s then l.p = l.c else l.p = 0 end
+      l.c, l.s, l.n = 0, stop, 0
     end
-    local len = stop - start
-    local used = l.c
-    if l.kind == 's' then used = l.c + math.ceil(l.p * ((l.at - now) / len)) end
-    l.ok = used < l.quota
-    l.remaining = l.ok and (l.quota - 1 - used) or 0
-    l.reset = l.at - now
-    l.window = len
-    if l.ok then
-      l.retry = 0
-    elseif l.kind == 'f' then
-      l.retry = l.reset
-    elseif l.c < l.quota then
-      local slack = math.floor((l.quota - 1 - l.c) * (len / math.max(l.p, 1)))
-      l.retry = math.max(l.at - slack - now, 1)
-    else
-      local nstart, nstop = bounds(l.a, l.b, l.at)
-      local slack = math.floor((l.quota - 1) * ((nstop - nstart) / l.c))
-      l.retry = nstop - slack - now
-    end
+    l.len = (stop - start) * E9
+    l.ok = used(l) < l.quota
   end
   all = all and l.ok
   limits[i] = l
 end
 
-if all or count_denied then
-  for i = 1, n do
-    local l = limits[i]
-    local expires
-    if l.kind == 'g' then
-      l.at = math.max(l.at, now) + l.a
-      expires = l.at
-    else
-      l.c = l.c + 1
-      expires = l.at
-      if l.kind == 's' then
-        local _, nstop = bounds(l.a, l.b, l.at)
-        expires = nstop
-      end
-    end
-    redis.call('HSET', KEYS[i], 'a', l.at, 'c', l.c, 'p', l.p)
-    redis.call('PEXPIREAT', KEYS[i], math.floor(expires / 1000) + 1)
-  end
-end
-
+local record = all or count_denied
 local out = { all and 1 or 0 }
 for i = 1, n do
   local l = limits[i]
+  local remaining, reset, retry, window
+  if l.kind == 'g' then
+    local e = l.a
+    if record then
+      -- One emission interval on, the debt capped at MAX_SPAN (as limiter::gcra::record).
+      local d = debt(l)
+      local moved
+      if d >= MAX_SPAN - e then moved = math.max(MAX_SPAN, d) else moved = d + e end
+      local total = now_n + moved
+      l.s, l.n = now_s + div(total, E9), math.fmod(total, E9)
+      redis.call('HSET', KEYS[i], 's', l.s, 'n', l.n, 'c', 0, 'p', 0)
+      redis.call('PEXPIREAT', KEYS[i], l.s * 1000 + div(l.n, 1000000) + 1)
+    end
+    local d = debt(l)
+    remaining = (d <= l.tau) and (div(l.tau - d, e) + 1) or 0
+    reset = d
+    retry = math.max(d - l.tau, 0)
+    window = e * l.quota
+  else
+    if record then
+      l.c = l.c + 1
+      local expires = l.s
+      if l.kind == 's' then
+        local _, nstop = bounds(l.a, l.b, l.s)
+        expires = nstop
+      end
+      redis.call('HSET', KEYS[i], 's', l.s, 'n', 0, 'c', l.c, 'p', l.p)
+      redis.call('PEXPIREAT', KEYS[i], expires * 1000 + 1)
+    end
+    remaining = math.max(l.quota - used(l), 0)
+    reset = from_now(l.s, 0)
+    window = l.len
+    if remaining > 0 then
+      retry = 0
+    elseif l.kind == 'f' then
+      retry = reset
+    elseif l.c < l.quota then
+      -- Within this window, once the previous window's weight has shrunk enough.
+      retry = reset - muldiv(l.quota - 1 - l.c, l.len, math.max(l.p, 1))
+    else
+      -- This window is full: in the next one, this window's count is the weight.
+      local nstart, nstop = bounds(l.a, l.b, l.s)
+      retry = from_now(nstop, 0) - muldiv(l.quota - 1, (nstop - nstart) * E9, l.c)
+    end
+  end
   table.insert(out, l.ok and 1 or 0)
-  table.insert(out, l.remaining)
-  table.insert(out, l.reset)
-  table.insert(out, l.retry)
-  table.insert(out, l.window)
+  table.insert(out, remaining)
+  table.insert(out, reset)
+  table.insert(out, retry)
+  table.insert(out, window)
 end
 return out

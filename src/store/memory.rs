@@ -204,32 +204,30 @@ impl Memory {
         let slots: SmallVec<[usize; 4]> = slots.into_iter().flatten().collect();
         let map = &mut shard.map;
 
-        let mut decision = Decision { allowed: true, verdicts: SmallVec::new() };
-        for (si, (scope, &slot)) in scopes.iter().zip(&slots).enumerate() {
+        // Check every limit, then count in all or none, then read each verdict from the state
+        // left behind, so that its wait already holds this request.
+        let mut admitted: SmallVec<[bool; 8]> = SmallVec::new();
+        for (scope, &slot) in scopes.iter().zip(&slots) {
             let states = &mut map[slot].states;
             prune(states, scope.limits);
-            for (li, limit) in scope.limits.iter().enumerate() {
-                let state = &mut states[li].1;
+            for (limit, (_, state)) in scope.limits.iter().zip(states.iter_mut()) {
                 limit.roll(state, now);
-                let verdict = limit.check(state, now);
-                decision.allowed &= verdict.allowed;
-                decision.verdicts.push(Judged { scope: si as u8, limit: li as u8, verdict });
+                admitted.push(limit.admits(state, now));
             }
         }
-        let record = decision.allowed || counting == Counting::Everything;
-        if !record {
-            for j in &mut decision.verdicts {
-                let limit = &scopes[usize::from(j.scope)].limits[usize::from(j.limit)];
-                j.verdict = limit.uncounted(j.verdict);
-            }
-        }
-        for (scope, &slot) in scopes.iter().zip(&slots) {
+        let allowed = admitted.iter().all(|&a| a);
+        let record = allowed || counting == Counting::Everything;
+        let mut decision = Decision { allowed, verdicts: SmallVec::new() };
+        let mut admitted = admitted.into_iter();
+        for (si, (scope, &slot)) in scopes.iter().zip(&slots).enumerate() {
             let entry = &mut map[slot];
             let mut expires = now;
-            for (limit, (_, state)) in scope.limits.iter().zip(entry.states.iter_mut()) {
+            for (li, (limit, (_, state))) in scope.limits.iter().zip(entry.states.iter_mut()).enumerate() {
                 if record {
                     limit.record(state, now);
                 }
+                let verdict = limit.verdict(state, now, admitted.next().expect("one per limit"));
+                decision.verdicts.push(Judged { scope: si as u8, limit: li as u8, verdict });
                 expires = expires.max(limit.expires(state));
             }
             entry.expires = expires;

@@ -1,6 +1,6 @@
 //! The Redis store: counters shared by every replica, checked and counted for one request in one
-//! round trip by a Lua script (`check.lua`, the same arithmetic as `limiter`, in microseconds,
-//! with Redis's own clock). Keys of one caller share a hash tag, so Redis Cluster works too.
+//! round trip by a Lua script (`check.lua`, the same integer arithmetic as `limiter`, to the
+//! nanosecond, with Redis's own clock unless [`Redis::with_caller_clock`]). Keys of one caller share a hash tag, so Redis Cluster works too.
 //!
 //! When Redis cannot answer (down, slow, wrong password, cluster failing) the configured
 //! `on_error` decides: `local` checks the in-memory store instead, so each replica still
@@ -26,10 +26,9 @@ use smallvec::SmallVec;
 use super::{Counting, Decision, Judged, Memory, Scoped, StoreError};
 use crate::config::{OnError, RedisConfig};
 use crate::identity::Key;
-use crate::limiter::{Algorithm, Nanos, Verdict};
+use crate::limiter::{Algorithm, Nanos, Verdict, SECOND};
 
 const SCRIPT: &str = include_str!("check.lua");
-const MICRO: u64 = 1_000;
 
 #[derive(Clone)]
 enum Conn {
@@ -107,6 +106,8 @@ pub struct Redis {
     denials: Option<Denials>,
     connected: AtomicBool,
     errors: AtomicU64,
+    /// Whether the script takes `now` from the caller instead of Redis's `TIME`.
+    caller_clock: bool,
 }
 
 impl std::fmt::Debug for Redis {
@@ -138,7 +139,15 @@ impl Redis {
             denials,
             connected: AtomicBool::new(false),
             errors: AtomicU64::new(0),
+            caller_clock: false,
         }
+    }
+
+    /// A store whose script counts at the `now` each check is given, not at Redis's own clock:
+    /// for one replica, or replicas whose clocks agree, and for tests that drive time.
+    pub fn with_caller_clock(mut self) -> Redis {
+        self.caller_clock = true;
+        self
     }
 
     /// The URLs, passwords redacted.
@@ -267,6 +276,11 @@ impl Redis {
         };
         let mut invocation = self.script.prepare_invoke();
         invocation.arg(if counting == Counting::Everything { "1" } else { "0" });
+        if self.caller_clock {
+            invocation.arg(now);
+        } else {
+            invocation.arg("");
+        }
         for s in scopes {
             for l in s.limits {
                 invocation.key(self.key(caller, s.scope, l.id));
@@ -274,9 +288,9 @@ impl Redis {
                     Algorithm::Fixed { requests, window } | Algorithm::Sliding { requests, window } => {
                         let (len, off) = window.alignment().unwrap_or((0, 0));
                         let kind = if matches!(l.algorithm, Algorithm::Fixed { .. }) { "f" } else { "s" };
-                        (kind, requests.get(), len / MICRO, off / MICRO)
+                        (kind, requests.get(), len / SECOND, off / SECOND)
                     }
-                    Algorithm::Gcra { emission, burst } => ("g", burst.get(), (emission / MICRO).max(1), 0),
+                    Algorithm::Gcra { emission, burst } => ("g", burst.get(), emission.max(1), 0),
                 };
                 invocation.arg(kind).arg(quota).arg(a).arg(b);
             }
@@ -302,7 +316,7 @@ impl Redis {
         if self.breaker.success() {
             tracing::info!(redis = %self.describe(), "store: redis answers again; breaker closed");
         }
-        let decision = parse(&reply, scopes, counting).ok_or(StoreError::Protocol)?;
+        let decision = parse(&reply, scopes).ok_or(StoreError::Protocol)?;
         if let (Some(denials), false) = (&self.denials, decision.allowed) {
             if counting == Counting::AllowedOnly {
                 let wait = decision
@@ -384,12 +398,12 @@ fn shifted(decision: &Decision, elapsed: Nanos) -> Decision {
     d
 }
 
-fn parse(reply: &[i64], scopes: &[Scoped<'_>], counting: Counting) -> Option<Decision> {
+fn parse(reply: &[i64], scopes: &[Scoped<'_>]) -> Option<Decision> {
     let n: usize = scopes.iter().map(|s| s.limits.len()).sum();
     if reply.len() != 1 + 5 * n {
         return None;
     }
-    let nanos = |v: i64| u64::try_from(v).unwrap_or(0).saturating_mul(MICRO);
+    let nanos = |v: i64| u64::try_from(v).ok();
     let mut decision = Decision { allowed: reply[0] == 1, verdicts: SmallVec::new() };
     let mut fields = reply[1..].chunks_exact(5);
     for (si, s) in scopes.iter().enumerate() {
@@ -399,14 +413,9 @@ fn parse(reply: &[i64], scopes: &[Scoped<'_>], counting: Counting) -> Option<Dec
                 allowed: f[0] == 1,
                 quota: limit.quota(),
                 remaining: u32::try_from(f[1]).ok()?,
-                reset: nanos(f[2]),
-                retry_after: nanos(f[3]),
-                window: nanos(f[4]),
-            };
-            let verdict = if decision.allowed || counting == Counting::Everything {
-                verdict
-            } else {
-                limit.uncounted(verdict)
+                reset: nanos(f[2])?,
+                retry_after: nanos(f[3])?,
+                window: nanos(f[4])?,
             };
             decision.verdicts.push(Judged { scope: si as u8, limit: li as u8, verdict });
         }
