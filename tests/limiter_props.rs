@@ -1,46 +1,98 @@
-//! Invariants of the algorithms, for any arrivals: no window ever admits more than its quota.
+//! Invariants of the algorithms, for any arrivals: no window ever admits more than its quota, and
+//! every verdict is honest about the state it leaves behind: `remaining` more requests would be
+//! admitted now, and a request at `now + retry_after` is admitted while one a nanosecond
+//! earlier is not (and in whole seconds, as `Retry-After` says it: admitted at the rounded-up
+//! second, not one second before). For every algorithm, every kind of window and both counting
+//! modes, one limit at a time and several checked together as a store does.
 
 use std::num::NonZeroU32;
 
 use proptest::prelude::*;
-use quotagate::limiter::{Algorithm, Limit, Nanos, State, Window, SECOND};
+use quotagate::identity::Key;
+use quotagate::limiter::{Algorithm, Limit, Nanos, State, Verdict, Window, SECOND};
+use quotagate::store::{Counting, Memory, Scoped};
 
-/// Somewhere in 2026.
+/// 2026-01-01 00:00:00 UTC; cases start somewhere in the two years after it.
 const T0: Nanos = 1_767_225_600 * SECOND;
+const YEAR: Nanos = 365 * 86_400 * SECOND;
 
-/// Runs arrivals (sorted offsets from `T0`) through `limit`, counting only admitted ones unless
-/// `count_denied`; returns the admission instants.
-fn admitted(limit: &Limit, offsets: &[Nanos], count_denied: bool) -> Vec<Nanos> {
+/// One request at `now`: roll, admit, record (if admitted or `count_denied`), verdict.
+fn hit(limit: &Limit, state: &mut State, now: Nanos, count_denied: bool) -> Verdict {
+    limit.roll(state, now);
+    let allowed = limit.admits(state, now);
+    if allowed || count_denied {
+        limit.record(state, now);
+    }
+    limit.verdict(state, now, allowed)
+}
+
+/// Whether a request at `t` would be admitted, leaving `state` as it is.
+fn admits_at(limit: &Limit, state: &State, t: Nanos) -> bool {
+    let mut probe = *state;
+    limit.roll(&mut probe, t);
+    limit.admits(&probe, t)
+}
+
+/// Requests that would be admitted one after another at `now`.
+fn admissible(limit: &Limit, state: &State, now: Nanos) -> u32 {
+    let mut probe = *state;
+    let mut n = 0;
+    while n <= limit.quota() {
+        limit.roll(&mut probe, now);
+        if !limit.admits(&probe, now) {
+            break;
+        }
+        limit.record(&mut probe, now);
+        n += 1;
+    }
+    n
+}
+
+/// A wait `w` from `now` is exact: admitted at `now + w`, not at `now + w - 1`; and rounded up to
+/// whole seconds (`Retry-After`), admitted then and not one second earlier.
+fn wait_is_exact(
+    admits: impl Fn(Nanos) -> bool,
+    now: Nanos,
+    w: Nanos,
+) -> Result<(), TestCaseError> {
+    prop_assert!(admits(now + w), "not admitted at now + retry_after ({w} ns)");
+    if w > 0 {
+        prop_assert!(!admits(now + w - 1), "admitted 1 ns before now + retry_after ({w} ns)");
+    }
+    let secs = w.div_ceil(SECOND);
+    prop_assert!(admits(now + secs * SECOND), "not admitted after Retry-After: {secs}");
+    if secs > 0 {
+        prop_assert!(!admits(now + (secs - 1) * SECOND), "Retry-After: {secs} is a second too long");
+    }
+    Ok(())
+}
+
+/// The verdict on the request at `now` agrees with `state`, the state it left behind.
+fn honest(limit: &Limit, state: &State, now: Nanos, v: &Verdict) -> Result<(), TestCaseError> {
+    prop_assert_eq!(v.quota, limit.quota());
+    prop_assert_eq!(v.remaining, admissible(limit, state, now), "remaining");
+    prop_assert_eq!(v.retry_after == 0, v.remaining > 0, "a wait exactly when nothing remains");
+    wait_is_exact(|t| admits_at(limit, state, t), now, v.retry_after)?;
+    if !matches!(limit.algorithm, Algorithm::Sliding { .. }) {
+        // A fixed window ends, a bucket refills: the whole quota is back at the reset.
+        prop_assert_eq!(admissible(limit, state, now + v.reset), limit.quota(), "whole at reset");
+    }
+    Ok(())
+}
+
+/// Runs arrivals (sorted instants) through `limit`, checking every verdict; returns the
+/// admission instants.
+fn run(limit: &Limit, arrivals: &[Nanos], count_denied: bool) -> Result<Vec<Nanos>, TestCaseError> {
     let mut state = State::default();
     let mut out = Vec::new();
-    for &off in offsets {
-        let now = T0 + off;
-        limit.roll(&mut state, now);
-        let v = limit.check(&state, now);
-        if v.allowed || count_denied {
-            limit.record(&mut state, now);
-        }
+    for &now in arrivals {
+        let v = hit(limit, &mut state, now, count_denied);
+        honest(limit, &state, now, &v)?;
         if v.allowed {
             out.push(now);
         }
-        // The advertised wait is honest: nothing is admitted before it.
-        if !v.allowed {
-            let mut probe = state;
-            let before = now + v.retry_after - 1;
-            if v.retry_after > 1 {
-                limit.roll(&mut probe, before);
-                assert!(!limit.check(&probe, before).allowed, "admitted before Retry-After");
-            }
-        }
     }
-    out
-}
-
-fn arrivals(span: Nanos) -> impl Strategy<Value = Vec<Nanos>> {
-    prop::collection::vec(0..span, 1..400).prop_map(|mut v| {
-        v.sort_unstable();
-        v
-    })
+    Ok(out)
 }
 
 fn window() -> impl Strategy<Value = Window> {
@@ -48,17 +100,110 @@ fn window() -> impl Strategy<Value = Window> {
         Just(Window::Second),
         Just(Window::Minute),
         Just(Window::Hour),
+        Just(Window::Day),
+        Just(Window::Week),
+        Just(Window::Month),
         Just(Window::Every(7 * SECOND)),
+        Just(Window::Every(900 * SECOND)),
     ]
 }
 
+/// Sorted instants starting anywhere in two years, with gaps measured in `unit`: many none (a
+/// burst), many a small share of it, some longer than it; plus nanosecond jitter, so instants
+/// fall anywhere, not on whole seconds.
+fn arrivals(unit: Nanos, max: usize) -> impl Strategy<Value = Vec<Nanos>> {
+    let gap = prop_oneof![
+        3 => Just(0u64),
+        5 => 0u64..200_000,
+        2 => 0u64..2_000_000,
+    ];
+    (0..2 * YEAR, prop::collection::vec((gap, 0..SECOND), 1..max)).prop_map(move |(start, gaps)| {
+        let mut t = T0 + start;
+        gaps.into_iter()
+            .map(|(ppm, jitter)| {
+                t += (u128::from(unit) * u128::from(ppm) / 1_000_000) as Nanos + jitter * u64::from(ppm > 0);
+                t
+            })
+            .collect()
+    })
+}
+
+fn windowed(quota: u32, window: Window, sliding: bool) -> Limit {
+    let requests = NonZeroU32::new(quota).unwrap();
+    Limit::new(
+        "w",
+        if sliding { Algorithm::Sliding { requests, window } } else { Algorithm::Fixed { requests, window } },
+    )
+}
+
+/// A bucket of `burst` refilled `average` per `period_ms`, as config builds it.
+fn bucket(average: u32, period_ms: u64, burst: u32) -> Limit {
+    let emission = period_ms * 1_000_000 / u64::from(average);
+    Limit::new("b", Algorithm::Gcra { emission, burst: NonZeroU32::new(burst).unwrap() })
+}
+
+/// Any limit: a fixed or sliding window of any kind, or a bucket (periods up to a day).
+fn limit() -> impl Strategy<Value = Limit> {
+    prop_oneof![
+        (1u32..8, window(), any::<bool>()).prop_map(|(q, w, s)| windowed(q, w, s)),
+        (1u32..10, prop_oneof![1u64..5_000, 1u64..86_400_000], 1u32..8)
+            .prop_map(|(a, p, b)| bucket(a, p, b)),
+    ]
+}
+
+/// The time over which `limit` forgets: its window (a month: 31 days), or its bucket's span.
+fn unit(limit: &Limit) -> Nanos {
+    limit.span().try_into().unwrap()
+}
+
 proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn every_verdict_says_exactly_when_the_next_request_is_admitted(
+        (limit, arrivals) in limit().prop_flat_map(|l| { let u = unit(&l); (Just(l), arrivals(u, 60)) }),
+        count_denied: bool,
+    ) {
+        run(&limit, &arrivals, count_denied)?;
+    }
+
+    /// Several limits checked together, as a store does: all must admit, then all or none are
+    /// counted. The request's wait is the longest of them all, violated or not: with
+    /// `count_denied` a denied request may take an allowed limit's last one.
+    #[test]
+    fn the_longest_wait_of_several_limits_admits_the_next_request(
+        limits in prop::collection::vec(limit(), 1..4),
+        arrivals in arrivals(3_600 * SECOND, 60),
+        count_denied: bool,
+    ) {
+        let mut states = vec![State::default(); limits.len()];
+        for &now in &arrivals {
+            let mut admitted = Vec::new();
+            for (limit, state) in limits.iter().zip(&mut states) {
+                limit.roll(state, now);
+                admitted.push(limit.admits(state, now));
+            }
+            let record = admitted.iter().all(|&a| a) || count_denied;
+            let mut wait = 0;
+            for ((limit, state), &allowed) in limits.iter().zip(&mut states).zip(&admitted) {
+                if record {
+                    limit.record(state, now);
+                }
+                let v = limit.verdict(state, now, allowed);
+                honest(limit, state, now, &v)?;
+                wait = wait.max(v.retry_after);
+            }
+            let all_admit =
+                |t: Nanos| limits.iter().zip(&states).all(|(limit, state)| admits_at(limit, state, t));
+            wait_is_exact(all_admit, now, wait)?;
+        }
+    }
+
     #[test]
     fn a_fixed_window_never_admits_more_than_its_quota(
-        quota in 1u32..20, window in window(), offsets in arrivals(400 * SECOND), count_denied: bool,
+        quota in 1u32..20, window in window(), offsets in arrivals(60 * SECOND, 200), count_denied: bool,
     ) {
-        let limit = Limit::new("w", Algorithm::Fixed { requests: NonZeroU32::new(quota).unwrap(), window });
-        let admitted = admitted(&limit, &offsets, count_denied);
+        let admitted = run(&windowed(quota, window, false), &offsets, count_denied)?;
         let mut per_window = std::collections::HashMap::new();
         for t in admitted {
             *per_window.entry(window.bounds(t).0).or_insert(0u32) += 1;
@@ -68,17 +213,16 @@ proptest! {
 
     #[test]
     fn a_sliding_window_admits_no_more_than_a_fixed_one_nor_twice_its_quota_in_any_window_length(
-        quota in 1u32..20, window in window(), offsets in arrivals(400 * SECOND),
+        quota in 1u32..20, window in window(), offsets in arrivals(60 * SECOND, 200), count_denied: bool,
     ) {
-        let limit = Limit::new("w", Algorithm::Sliding { requests: NonZeroU32::new(quota).unwrap(), window });
-        let admitted = admitted(&limit, &offsets, false);
-        let len = window.len_at(T0);
+        let admitted = run(&windowed(quota, window, true), &offsets, count_denied)?;
         for (i, &t) in admitted.iter().enumerate() {
             let (start, _) = window.bounds(t);
             let in_calendar_window = admitted.iter().filter(|&&u| u >= start && u <= t).count();
             prop_assert!(in_calendar_window <= quota as usize);
             // Any interval of one window length: at most the quota plus the previous window's
             // weighted share, which is below another quota.
+            let len = window.len_at(t);
             let in_sliding = admitted[..=i].iter().filter(|&&u| u + len > t).count();
             prop_assert!(in_sliding < 2 * quota as usize, "{in_sliding} in one window length");
         }
@@ -87,12 +231,11 @@ proptest! {
     #[test]
     fn gcra_admits_at_most_burst_plus_the_refill_in_any_interval(
         average in 1u32..50, burst in 1u32..20, period_ms in 100u64..5_000,
-        offsets in arrivals(20 * SECOND), count_denied: bool,
+        offsets in arrivals(SECOND, 200), count_denied: bool,
     ) {
-        let emission = period_ms * 1_000_000 / u64::from(average);
-        prop_assume!(emission > 0);
-        let limit = Limit::new("b", Algorithm::Gcra { emission, burst: NonZeroU32::new(burst).unwrap() });
-        let admitted = admitted(&limit, &offsets, count_denied);
+        let limit = bucket(average, period_ms, burst);
+        let Algorithm::Gcra { emission, .. } = limit.algorithm else { unreachable!() };
+        let admitted = run(&limit, &offsets, count_denied)?;
         for (i, &a) in admitted.iter().enumerate() {
             for (j, &b) in admitted.iter().enumerate().skip(i) {
                 let n = (j - i + 1) as u64;
@@ -106,9 +249,40 @@ proptest! {
     fn steady_traffic_below_the_rate_is_never_denied(
         average in 1u32..50, burst in 1u32..10, count in 1usize..200,
     ) {
-        let emission = SECOND / u64::from(average);
-        let limit = Limit::new("b", Algorithm::Gcra { emission, burst: NonZeroU32::new(burst).unwrap() });
-        let offsets: Vec<Nanos> = (0..count as u64).map(|i| i * emission).collect();
-        prop_assert_eq!(admitted(&limit, &offsets, false).len(), count);
+        let limit = bucket(average, 1_000, burst);
+        let Algorithm::Gcra { emission, .. } = limit.algorithm else { unreachable!() };
+        let offsets: Vec<Nanos> = (0..count as u64).map(|i| T0 + i * emission).collect();
+        prop_assert_eq!(run(&limit, &offsets, false)?.len(), count);
+    }
+}
+
+/// `count_denied = true` with `average = 1, period = "2s", burst = 1`, through the memory store:
+/// a client that waits exactly as long as `Retry-After` says is admitted, every time.
+#[test]
+fn a_client_obeying_retry_after_is_admitted_when_denials_count() {
+    let store = Memory::new(100);
+    for limit in [
+        bucket(1, 2_000, 1),
+        windowed(1, Window::Minute, true),
+        windowed(3, Window::Day, true),
+        windowed(2, Window::Month, false),
+    ] {
+        let limits = [limit];
+        let scopes = [Scoped { scope: 0, limits: &limits }];
+        let who = Key(u128::from(limits[0].id));
+        let mut now = T0 + 123_456_789;
+        for round in 0..4 {
+            // Hammer until denied, then wait exactly Retry-After (whole seconds).
+            let denied = loop {
+                let d = store.check(who, &scopes, now, Counting::Everything);
+                if !d.allowed {
+                    break d;
+                }
+            };
+            let wait = denied.verdicts.iter().map(|j| j.verdict.retry_after).max().unwrap();
+            now += wait.div_ceil(SECOND) * SECOND;
+            let d = store.check(who, &scopes, now, Counting::Everything);
+            assert!(d.allowed, "{}: round {round}: denied after obeying Retry-After ({wait} ns)", limits[0].name);
+        }
     }
 }

@@ -8,7 +8,6 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use quotagate::config::{Backend, Config};
 use quotagate::identity::Key;
 use quotagate::limiter::{Algorithm, Limit, Nanos, Window, SECOND};
 use quotagate::store::{Counting, Memory, Redis, Scoped, Store};
@@ -154,16 +153,6 @@ async fn scenarios(store: Arc<Store>) {
     assert_eq!(d.verdicts[1].verdict.window, month.1 - month.0);
 }
 
-fn redis_config(url_or_cluster: &str) -> quotagate::config::RedisConfig {
-    let text = format!(
-        "[plans.free]\nlimits = [{{ requests = 1, per = \"day\" }}]\n[store]\nkind = \"redis\"\n[store.redis]\n{url_or_cluster}\ncommand_timeout = \"2s\"\non_error = \"deny\"\n"
-    );
-    match Config::parse(&text, "test.toml", None).unwrap_or_else(|e| panic!("{e}")).store.backend {
-        Backend::Redis(r) => r,
-        Backend::Memory => unreachable!(),
-    }
-}
-
 async fn connected(config: quotagate::config::RedisConfig) -> Arc<Store> {
     let redis = Arc::new(Redis::new(config, 1000));
     tokio::time::timeout(Duration::from_secs(10), redis.clone().connect()).await.expect("connects");
@@ -178,7 +167,7 @@ async fn the_memory_store_passes_every_scenario() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_redis_store_passes_every_scenario() {
     let server = RedisServer::start();
-    scenarios(connected(redis_config(&format!("url = \"{}\"", server.url()))).await).await;
+    scenarios(connected(support::redis::store_config(&format!("url = \"{}\"", server.url()))).await).await;
     // Keys hold the caller's hash, never a token, and every key expires.
     let keys = server.cli(&["--scan", "--pattern", "quotagate:*"]);
     assert!(!keys.is_empty());
@@ -193,5 +182,5 @@ async fn the_redis_store_passes_every_scenario() {
 async fn a_redis_cluster_passes_every_scenario() {
     let cluster = RedisCluster::start();
     let urls: Vec<String> = cluster.urls().iter().map(|u| format!("\"{u}\"")).collect();
-    scenarios(connected(redis_config(&format!("cluster = [{}]", urls.join(", ")))).await).await;
+    scenarios(connected(support::redis::store_config(&format!("cluster = [{}]", urls.join(", ")))).await).await;
 }

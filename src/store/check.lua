@@ -97,6 +97,13 @@ local function from_now(s, n)
   return (s - now_s) * E9 + (n - now_n)
 end
 
+-- A key's time to live in milliseconds: until (s, n), relative to the now the script counts at
+-- (Redis's or the caller's, so it holds for either), and a second more, so that a key is never
+-- gone while a replica whose clock is a little behind still counts in it.
+local function ttl(s, n)
+  return div(from_now(s, n), 1000000) + 1001
+end
+
 -- What a request at now sees counted in a window ending at l.s: count and weighted previous.
 local function used(l)
   if l.p == 0 then return l.c end
@@ -157,7 +164,7 @@ for i = 1, n do
       local total = now_n + moved
       l.s, l.n = now_s + div(total, E9), math.fmod(total, E9)
       redis.call('HSET', KEYS[i], 's', l.s, 'n', l.n, 'c', 0, 'p', 0)
-      redis.call('PEXPIREAT', KEYS[i], l.s * 1000 + div(l.n, 1000000) + 1)
+      redis.call('PEXPIRE', KEYS[i], ttl(l.s, l.n))
     end
     local d = debt(l)
     remaining = (d <= l.tau) and (div(l.tau - d, e) + 1) or 0
@@ -166,14 +173,15 @@ for i = 1, n do
     window = e * l.quota
   else
     if record then
-      l.c = l.c + 1
+      -- Counts saturate at u32::MAX, as limiter's do.
+      if l.c < 4294967295 then l.c = l.c + 1 end
       local expires = l.s
       if l.kind == 's' then
         local _, nstop = bounds(l.a, l.b, l.s)
         expires = nstop
       end
       redis.call('HSET', KEYS[i], 's', l.s, 'n', 0, 'c', l.c, 'p', l.p)
-      redis.call('PEXPIREAT', KEYS[i], expires * 1000 + 1)
+      redis.call('PEXPIRE', KEYS[i], ttl(expires, 0))
     end
     remaining = math.max(l.quota - used(l), 0)
     reset = from_now(l.s, 0)

@@ -221,3 +221,15 @@ impl RedisCluster {
         self.nodes.iter().map(|n| format!("redis://127.0.0.1:{}", n.port())).collect()
     }
 }
+
+/// The `[store.redis]` of a config with `connection` (`url = "..."` or `cluster = [...]`),
+/// a 2 s command timeout and `on_error = "deny"`, so that a failing Redis fails the test.
+pub fn store_config(connection: &str) -> quotagate::config::RedisConfig {
+    let text = format!(
+        "[plans.free]\nlimits = [{{ requests = 1, per = \"day\" }}]\n[store]\nkind = \"redis\"\n[store.redis]\n{connection}\ncommand_timeout = \"2s\"\non_error = \"deny\"\n"
+    );
+    match quotagate::config::Config::parse(&text, "test.toml", None).unwrap_or_else(|e| panic!("{e}")).store.backend {
+        quotagate::config::Backend::Redis(r) => r,
+        quotagate::config::Backend::Memory => unreachable!("kind = \"redis\""),
+    }
+}
