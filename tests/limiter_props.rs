@@ -50,11 +50,7 @@ fn admissible(limit: &Limit, state: &State, now: Nanos) -> u32 {
 
 /// A wait `w` from `now` is exact: admitted at `now + w`, not at `now + w - 1`; and rounded up to
 /// whole seconds (`Retry-After`), admitted then and not one second earlier.
-fn wait_is_exact(
-    admits: impl Fn(Nanos) -> bool,
-    now: Nanos,
-    w: Nanos,
-) -> Result<(), TestCaseError> {
+fn wait_is_exact(admits: impl Fn(Nanos) -> bool, now: Nanos, w: Nanos) -> Result<(), TestCaseError> {
     prop_assert!(admits(now + w), "not admitted at now + retry_after ({w} ns)");
     if w > 0 {
         prop_assert!(!admits(now + w - 1), "admitted 1 ns before now + retry_after ({w} ns)");
@@ -146,8 +142,7 @@ fn bucket(average: u32, period_ms: u64, burst: u32) -> Limit {
 fn limit() -> impl Strategy<Value = Limit> {
     prop_oneof![
         (1u32..8, window(), any::<bool>()).prop_map(|(q, w, s)| windowed(q, w, s)),
-        (1u32..10, prop_oneof![1u64..5_000, 1u64..86_400_000], 1u32..8)
-            .prop_map(|(a, p, b)| bucket(a, p, b)),
+        (1u32..10, prop_oneof![1u64..5_000, 1u64..86_400_000], 1u32..8).prop_map(|(a, p, b)| bucket(a, p, b)),
     ]
 }
 
@@ -282,7 +277,11 @@ fn a_client_obeying_retry_after_is_admitted_when_denials_count() {
             let wait = denied.verdicts.iter().map(|j| j.verdict.retry_after).max().unwrap();
             now += wait.div_ceil(SECOND) * SECOND;
             let d = store.check(who, &scopes, now, Counting::Everything);
-            assert!(d.allowed, "{}: round {round}: denied after obeying Retry-After ({wait} ns)", limits[0].name);
+            assert!(
+                d.allowed,
+                "{}: round {round}: denied after obeying Retry-After ({wait} ns)",
+                limits[0].name
+            );
         }
     }
 }

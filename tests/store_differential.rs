@@ -9,7 +9,7 @@
 
 mod support;
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,8 +44,11 @@ fn limit() -> impl Strategy<Value = Limit> {
     let quota = prop_oneof![4 => 1u32..8, 1 => 1u32..=u32::MAX];
     let windowed = (quota.clone(), window(), any::<bool>()).prop_map(|(q, window, sliding)| {
         let requests = NonZeroU32::new(q).unwrap();
-        let algorithm =
-            if sliding { Algorithm::Sliding { requests, window } } else { Algorithm::Fixed { requests, window } };
+        let algorithm = if sliding {
+            Algorithm::Sliding { requests, window }
+        } else {
+            Algorithm::Fixed { requests, window }
+        };
         Limit::new("w", algorithm)
     });
     let bucket = (quota, 0.0f64..1.0).prop_map(|(burst, share)| {
@@ -84,10 +87,12 @@ fn gap() -> impl Strategy<Value = Nanos> {
     ]
 }
 
-/// A request: the gap before it, which of the case's scopes apply (a bit mask) and whether
-/// denied requests count.
-fn steps() -> impl Strategy<Value = Vec<(Nanos, u8, bool)>> {
-    prop::collection::vec((gap(), any::<u8>(), any::<bool>()), 1..40)
+/// A request: the gap before it, or how it misses the wait it was told (a client obeying
+/// `retry_after` lands where quotients are exact: one nanosecond early, on time, or one late);
+/// which of the case's scopes apply (a bit mask); whether denied requests count.
+fn steps() -> impl Strategy<Value = Vec<(Result<Nanos, i8>, u8, bool)>> {
+    let when = prop_oneof![3 => gap().prop_map(Ok), 1 => (-1i8..=1).prop_map(Err)];
+    prop::collection::vec((when, any::<u8>(), any::<bool>()), 1..40)
 }
 
 fn start() -> impl Strategy<Value = Nanos> {
@@ -113,7 +118,14 @@ impl Stores {
         Stores { runtime, memory: Store::Memory(Memory::new(100_000)), redis: Store::Redis(redis), server }
     }
 
-    fn check(&self, store: &Store, who: Key, scopes: &[Scoped<'_>], now: Nanos, counting: Counting) -> Decision {
+    fn check(
+        &self,
+        store: &Store,
+        who: Key,
+        scopes: &[Scoped<'_>],
+        now: Nanos,
+        counting: Counting,
+    ) -> Decision {
         self.runtime.block_on(store.check(who, scopes, now, counting)).expect("the store decides")
     }
 }
@@ -136,8 +148,12 @@ fn memory_and_redis_decide_every_sequence_identically() {
         .run(&(scopes(), start(), steps()), |(pool, mut now, steps)| {
             caller.set(caller.get() + 1);
             let who = Key(caller.get());
-            for (gap, mask, count_denied) in steps {
-                now += gap;
+            let mut wait = 0;
+            for (when, mask, count_denied) in steps {
+                now = match when {
+                    Ok(gap) => now + gap,
+                    Err(miss) => (now + wait).saturating_add_signed(miss.into()).max(now),
+                };
                 let mask = match mask % (1 << pool.len()) {
                     0 => 1,
                     m => m,
@@ -153,6 +169,7 @@ fn memory_and_redis_decide_every_sequence_identically() {
                 let redis = stores.check(&stores.redis, who, &scopes, now, counting);
                 checks.set(checks.get() + 1);
                 prop_assert_eq!(&memory, &redis, "at {} ({:?}) for {:?}", now, counting, scopes);
+                wait = memory.verdicts.iter().map(|j| j.verdict.retry_after).max().unwrap_or(0);
             }
             Ok(())
         })
@@ -162,57 +179,113 @@ fn memory_and_redis_decide_every_sequence_identically() {
 
 /// One limit's counters, as `State` has them, with extreme values.
 fn extreme() -> impl Strategy<Value = (Limit, Nanos, State)> {
-    (limit(), start(), any::<u32>(), any::<u32>(), 0..MAX_SPAN).prop_map(|(limit, now, count, previous, ahead)| {
-        let state = match limit.algorithm {
-            // A window ending within this one's length (or past, and so rolled away).
-            Algorithm::Fixed { window, .. } | Algorithm::Sliding { window, .. } => {
-                let end = window.bounds(now).1;
-                let previous = if matches!(limit.algorithm, Algorithm::Sliding { .. }) { previous } else { 0 };
-                State { at: end, count, previous }
-            }
-            // A TAT up to MAX_SPAN ahead: a bucket in debt.
-            Algorithm::Gcra { .. } => State { at: now + ahead, count: 0, previous: 0 },
-        };
-        (limit, now, state)
-    })
+    let exact = prop::option::weighted(0.7, (any::<u32>(), 0u64..2));
+    let previous = prop_oneof![1u32..40, any::<u32>()];
+    let count = prop_oneof![0u32..40, any::<u32>()];
+    let sliding = (1u32..64, window()).prop_map(|(q, window)| {
+        Limit::new("s", Algorithm::Sliding { requests: NonZeroU32::new(q).unwrap(), window })
+    });
+    (prop_oneof![limit(), sliding], start(), count, previous, 0..MAX_SPAN, exact).prop_map(
+        |(limit, now, count, previous, ahead, exact)| {
+            let (mut now, mut limit) = (now, limit);
+            let state = match limit.algorithm {
+                // The window containing now.
+                Algorithm::Fixed { window, .. } | Algorithm::Sliding { window, .. } => {
+                    let end = window.bounds(now).1;
+                    let sliding = matches!(limit.algorithm, Algorithm::Sliding { .. });
+                    let mut previous = if sliding { previous.max(1) } else { 0 };
+                    let exact = exact.filter(|_| sliding);
+                    if let Some((k, early)) = exact {
+                        // Where previous * (end - now) / len is a whole k, or a nanosecond past it.
+                        let len = u128::from(window.len_at(now));
+                        previous = previous % 40 + 1;
+                        let k = u128::from(k % previous);
+                        now = end - (k * len / u128::from(previous)) as Nanos - early;
+                    }
+                    // Below the quota, or the weight would not show.
+                    let count = if exact.is_some() { count % 8 } else { count };
+                    if exact.is_some() {
+                        let requests = NonZeroU32::new(previous + 9).unwrap();
+                        limit = Limit::new("s", Algorithm::Sliding { requests, window });
+                    }
+                    State { at: end, count, previous }
+                }
+                // A TAT up to MAX_SPAN ahead: a bucket in debt.
+                Algorithm::Gcra { .. } => State { at: now + ahead, count: 0, previous: 0 },
+            };
+            (limit, now, state)
+        },
+    )
 }
 
 #[test]
 fn the_script_agrees_with_the_limiter_from_extreme_states() {
     let stores = Stores::start();
-    let mut runner = TestRunner::new(Cases { cases: 256, failure_persistence: None, ..Cases::default() });
+    let mut runner = TestRunner::new(Cases { cases: 1024, failure_persistence: None, ..Cases::default() });
     let next = Cell::new(1u128 << 100);
-    let existed = Cell::new(0usize);
+    let direct = RefCell::new(redis::Client::open(stores.server.url()).unwrap().get_connection().unwrap());
     runner
         .run(&(extreme(), any::<bool>()), |((limit, now, state), count_denied)| {
             next.set(next.get() + 1);
             let caller = next.get();
-            let limits = [limit];
-            let limit = &limits[0];
-            let scopes = [Scoped { scope: 3, limits: &limits }];
-            // A first check creates the key; then it is overwritten with the state.
-            stores.check(&stores.redis, Key(caller), &scopes, now, Counting::AllowedOnly);
-            let key = format!("quotagate:{{{caller:032x}}}:{:08x}:{:08x}", 3, limit.id);
-            let (s, n) = (state.at / SECOND, state.at % SECOND);
-            let fields = [s.to_string(), n.to_string(), state.count.to_string(), state.previous.to_string()];
-            let set = stores.server.cli(&["HSET", &key, "s", &fields[0], "n", &fields[1], "c", &fields[2], "p", &fields[3]]);
-            // Unless it expired already (a bucket of nanoseconds), the first check made this key.
-            existed.set(existed.get() + usize::from(set.trim() == "0"));
-            stores.server.cli(&["PEXPIRE", &key, "60000"]);
-
-            let redis = stores.check(&stores.redis, Key(caller), &scopes, now, counting(count_denied));
-            let mut expected = state;
-            limit.roll(&mut expected, now);
-            let allowed = limit.admits(&expected, now);
-            if allowed || count_denied {
-                limit.record(&mut expected, now);
-            }
-            let verdict = limit.verdict(&expected, now, allowed);
-            prop_assert_eq!(redis.allowed, allowed);
-            prop_assert_eq!(redis.verdicts[0].verdict, verdict, "from {:?} at {}", state, now);
+            let mut conn = direct.borrow_mut();
+            let (redis, verdict) = seeded(&stores, &mut conn, caller, &limit, now, state, count_denied);
+            prop_assert_eq!(redis.allowed, verdict.allowed);
+            prop_assert_eq!(redis.verdicts[0].verdict, verdict, "{:?} from {:?} at {}", limit, state, now);
             Ok(())
         })
         .map_err(|e| TestCaseError::fail(e.to_string()))
         .unwrap();
-    assert!(existed.get() > 128, "the state was written to the store's keys ({} of 256 existed)", existed.get());
+}
+
+/// Seeds `state` into the Redis store's key for `limit` (scope 3) and checks once at `now`;
+/// returns Redis's verdict and the limiter's.
+fn seeded(
+    stores: &Stores,
+    conn: &mut redis::Connection,
+    caller: u128,
+    limit: &Limit,
+    now: Nanos,
+    state: State,
+    count_denied: bool,
+) -> (Decision, quotagate::limiter::Verdict) {
+    let limits = std::slice::from_ref(limit);
+    let scopes = [Scoped { scope: 3, limits }];
+    // A first check makes the key; then its fields are overwritten with the state.
+    stores.check(&stores.redis, Key(caller), &scopes, now, Counting::AllowedOnly);
+    let key = format!("quotagate:{{{caller:032x}}}:{:08x}:{:08x}", 3, limit.id);
+    let (s, n) = (state.at / SECOND, state.at % SECOND);
+    let fields = [s.to_string(), n.to_string(), state.count.to_string(), state.previous.to_string()];
+    let _: i64 = redis::cmd("HSET")
+        .arg(&key)
+        .arg(&[("s", &fields[0]), ("n", &fields[1]), ("c", &fields[2]), ("p", &fields[3])])
+        .query(conn)
+        .unwrap();
+    let _: i64 = redis::cmd("PEXPIRE").arg(&key).arg(60_000).query(conn).unwrap();
+    let redis = stores.check(&stores.redis, Key(caller), &scopes, now, counting(count_denied));
+    let mut expected = state;
+    limit.roll(&mut expected, now);
+    let allowed = limit.admits(&expected, now);
+    if allowed || count_denied {
+        limit.record(&mut expected, now);
+    }
+    (redis, limit.verdict(&expected, now, allowed))
+}
+
+#[test]
+fn a_weight_on_an_exact_quotient_is_not_rounded_up() {
+    // 25 counted in the previous second, 0.28 s of it still overlapping: exactly 7 weigh
+    // (25 * 0.28 is 7.000000000000001 in doubles).
+    let stores = Stores::start();
+    let mut conn = redis::Client::open(stores.server.url()).unwrap().get_connection().unwrap();
+    let limit = Limit::new(
+        "s",
+        Algorithm::Sliding { requests: NonZeroU32::new(40).unwrap(), window: Window::Second },
+    );
+    let end = T0 + 7 * SECOND;
+    let now = end - 280_000_000;
+    let (redis, expected) =
+        seeded(&stores, &mut conn, 99, &limit, now, State { at: end, count: 0, previous: 25 }, false);
+    assert_eq!(expected.remaining, 40 - 7 - 1);
+    assert_eq!(redis.verdicts[0].verdict, expected);
 }

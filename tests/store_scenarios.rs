@@ -182,5 +182,6 @@ async fn the_redis_store_passes_every_scenario() {
 async fn a_redis_cluster_passes_every_scenario() {
     let cluster = RedisCluster::start();
     let urls: Vec<String> = cluster.urls().iter().map(|u| format!("\"{u}\"")).collect();
-    scenarios(connected(support::redis::store_config(&format!("cluster = [{}]", urls.join(", ")))).await).await;
+    scenarios(connected(support::redis::store_config(&format!("cluster = [{}]", urls.join(", ")))).await)
+        .await;
 }

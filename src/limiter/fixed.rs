@@ -12,7 +12,12 @@ pub(super) fn roll(window: Window, state: &mut State, now: Nanos) {
 
 /// Remaining, reset, retry-after and window length, from a rolled state: a full window admits
 /// nothing until it ends.
-pub(super) fn after(requests: NonZeroU32, window: Window, state: &State, now: Nanos) -> (u32, Nanos, Nanos, Nanos) {
+pub(super) fn after(
+    requests: NonZeroU32,
+    window: Window,
+    state: &State,
+    now: Nanos,
+) -> (u32, Nanos, Nanos, Nanos) {
     let remaining = requests.get().saturating_sub(state.count);
     let reset = state.at.saturating_sub(now);
     (remaining, reset, if remaining > 0 { 0 } else { reset }, window.len_at(now))

@@ -26,7 +26,12 @@ pub(super) fn record(emission: Nanos, state: &mut State, now: Nanos) {
 }
 
 /// Remaining, reset, retry-after and window length, from the TAT the request left behind.
-pub(super) fn after(emission: Nanos, burst: NonZeroU32, state: &State, now: Nanos) -> (u32, Nanos, Nanos, Nanos) {
+pub(super) fn after(
+    emission: Nanos,
+    burst: NonZeroU32,
+    state: &State,
+    now: Nanos,
+) -> (u32, Nanos, Nanos, Nanos) {
     let t = u128::from(emission.max(1));
     let tau = t * u128::from(burst.get() - 1);
     let now_ = u128::from(now);
@@ -117,7 +122,8 @@ mod tests {
     fn a_client_that_obeys_retry_after_is_admitted_when_denials_count() {
         // average = 1, period = 2s, burst = 1: the denied request at T0 is counted, so the next
         // conforming instant is T0 + 4 s, and that is what the client is told.
-        let limit = Limit::new("s", Algorithm::Gcra { emission: 2 * SECOND, burst: NonZeroU32::new(1).unwrap() });
+        let limit =
+            Limit::new("s", Algorithm::Gcra { emission: 2 * SECOND, burst: NonZeroU32::new(1).unwrap() });
         let mut state = State::default();
         assert!(hit_counting_denied(&limit, &mut state, T0).allowed);
         let mut now = T0;
@@ -133,7 +139,10 @@ mod tests {
 
     #[test]
     fn counted_denials_push_the_debt_no_further_than_max_span() {
-        let limit = Limit::new("s", Algorithm::Gcra { emission: 86_400 * SECOND, burst: NonZeroU32::new(1).unwrap() });
+        let limit = Limit::new(
+            "s",
+            Algorithm::Gcra { emission: 86_400 * SECOND, burst: NonZeroU32::new(1).unwrap() },
+        );
         let mut state = State::default();
         for _ in 0..1000 {
             hit_counting_denied(&limit, &mut state, T0);

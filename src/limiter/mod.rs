@@ -128,7 +128,9 @@ impl Limit {
     pub fn admits(&self, state: &State, now: Nanos) -> bool {
         match self.algorithm {
             Algorithm::Fixed { requests, .. } => state.count < requests.get(),
-            Algorithm::Sliding { requests, window } => sliding::used(window, state, now) < u64::from(requests.get()),
+            Algorithm::Sliding { requests, window } => {
+                sliding::used(window, state, now) < u64::from(requests.get())
+            }
             Algorithm::Gcra { emission, burst } => gcra::admits(emission, burst, state, now),
         }
     }

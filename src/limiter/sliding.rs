@@ -32,7 +32,12 @@ pub(super) fn used(window: Window, state: &State, now: Nanos) -> u64 {
 }
 
 /// Remaining, reset, retry-after and window length, from a rolled state.
-pub(super) fn after(requests: NonZeroU32, window: Window, state: &State, now: Nanos) -> (u32, Nanos, Nanos, Nanos) {
+pub(super) fn after(
+    requests: NonZeroU32,
+    window: Window,
+    state: &State,
+    now: Nanos,
+) -> (u32, Nanos, Nanos, Nanos) {
     let quota = requests.get();
     let end = state.at;
     let len = window.len_at(now);

@@ -228,7 +228,11 @@ pub fn store_config(connection: &str) -> quotagate::config::RedisConfig {
     let text = format!(
         "[plans.free]\nlimits = [{{ requests = 1, per = \"day\" }}]\n[store]\nkind = \"redis\"\n[store.redis]\n{connection}\ncommand_timeout = \"2s\"\non_error = \"deny\"\n"
     );
-    match quotagate::config::Config::parse(&text, "test.toml", None).unwrap_or_else(|e| panic!("{e}")).store.backend {
+    match quotagate::config::Config::parse(&text, "test.toml", None)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .store
+        .backend
+    {
         quotagate::config::Backend::Redis(r) => r,
         quotagate::config::Backend::Memory => unreachable!("kind = \"redis\""),
     }
