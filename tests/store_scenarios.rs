@@ -116,9 +116,9 @@ async fn scenarios(store: Arc<Store>) {
     assert!((secs(d.verdicts[0].verdict.retry_after) - 3600).abs() <= 1, "{:?}", d.verdicts[0]);
     assert_eq!(d.verdicts[0].verdict.window, 5 * 3600 * SECOND);
 
-    // Counting denied requests pushes the bucket further out: 5 counted in a bucket of 3 that
-    // refills hourly put the next conforming instant 5 - 2 = 3 hours away (1 hour if only the
-    // 3 admitted had counted).
+    // Counting denied requests pushes the bucket further out, and the wait says so: with the
+    // sixth request counted too, a bucket of 3 that refills hourly conforms again 6 - 2 = 4
+    // hours away (1 hour if only the 3 admitted had counted).
     let who = caller();
     let bucket = vec![hourly_bucket(3)];
     let scopes = [Scoped { scope: 0, limits: &bucket }];
@@ -126,7 +126,7 @@ async fn scenarios(store: Arc<Store>) {
         check(&store, who, &scopes, Counting::Everything).await;
     }
     let d = check(&store, who, &scopes, Counting::Everything).await;
-    assert!((secs(d.verdicts[0].verdict.retry_after) - 3 * 3600).abs() <= 1, "{:?}", d.verdicts[0]);
+    assert!((secs(d.verdicts[0].verdict.retry_after) - 4 * 3600).abs() <= 1, "{:?}", d.verdicts[0]);
 
     // A sliding window admits the quota within one window.
     let who = caller();
