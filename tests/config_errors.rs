@@ -528,3 +528,24 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn windows_and_buckets_longer_than_100_days_are_refused() {
+    // The stores count in exact integer nanoseconds, the Redis script in doubles: 100 days
+    // keeps every wait below 2^53 ns.
+    let text = r#"[plans.free]
+limits = [
+  { requests = 10, per = "365d" },
+  { requests = 10, per = "100d", name = "longest" },
+  { average = 1, period = "30d", burst = 4 },
+  { average = 1, period = "25d", burst = 4, name = "deep" },
+  { average = 1000, period = "1s", burst = 4294967295, name = "huge" },
+]"#;
+    assert_eq!(
+        problems(text),
+        [
+            "plans.free.limits[0].per: a window spans at most 100 days (got 365 days)",
+            "plans.free.limits[2]: a bucket's burst * period / average spans at most 100 days (got 120 days)",
+        ]
+    );
+}

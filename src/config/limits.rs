@@ -7,7 +7,7 @@ use std::num::NonZeroU32;
 use super::leaf::{quoted, valid_name, Per, NAME_RULE};
 use super::raw::RawLimit;
 use super::validate::Validator;
-use crate::limiter::{Algorithm, Limit, SECOND};
+use crate::limiter::{Algorithm, Limit, MAX_SPAN, SECOND};
 
 impl Validator {
     /// Validates a list of limits; `rule` prefixes default names (`summarize.minute`).
@@ -68,7 +68,20 @@ impl Validator {
                 None => default_name,
             },
         };
-        Some(Limit::new(name, algorithm))
+        let limit = Limit::new(name, algorithm);
+        // The Redis script counts in doubles, exact below 2^53 ns: MAX_SPAN keeps every wait
+        // and every difference of instants below that (see limiter).
+        if limit.span() > u128::from(MAX_SPAN) {
+            let days = MAX_SPAN / (86_400 * SECOND);
+            let (key, what) = match algorithm {
+                Algorithm::Gcra { .. } => (key.to_owned(), "a bucket's burst * period / average"),
+                _ => (format!("{key}.per"), "a window"),
+            };
+            let got = limit.span().div_ceil(u128::from(86_400 * SECOND));
+            self.problem(key, format!("{what} spans at most {days} days (got {got} days)"));
+            return None;
+        }
+        Some(limit)
     }
 
     fn count(&mut self, key: String, value: i64) -> Option<NonZeroU32> {
