@@ -289,3 +289,22 @@ fn a_weight_on_an_exact_quotient_is_not_rounded_up() {
     assert_eq!(expected.remaining, 40 - 7 - 1);
     assert_eq!(redis.verdicts[0].verdict, expected);
 }
+
+#[test]
+fn a_key_written_in_microseconds_keeps_its_counts() {
+    // Hashes whose window end (or TAT) is field `a` in microseconds are read as they were.
+    let stores = Stores::start();
+    let mut conn = redis::Client::open(stores.server.url()).unwrap().get_connection().unwrap();
+    let limits =
+        [Limit::new("day", Algorithm::Fixed { requests: NonZeroU32::new(10).unwrap(), window: Window::Day })];
+    let scopes = [Scoped { scope: 3, limits: &limits }];
+    let now = T0 + 3_600 * SECOND + 5;
+    let key = format!("quotagate:{{{:032x}}}:{:08x}:{:08x}", 7, 3, limits[0].id);
+    let end_us = Window::Day.bounds(now).1 / 1_000;
+    let _: () =
+        redis::cmd("HSET").arg(&key).arg(&[("a", end_us), ("c", 4), ("p", 0)]).query(&mut conn).unwrap();
+    let d = stores.check(&stores.redis, Key(7), &scopes, now, Counting::AllowedOnly);
+    assert!(d.allowed);
+    assert_eq!(d.verdicts[0].verdict.remaining, 5, "4 counted before, and this one");
+    assert_eq!(d.verdicts[0].verdict.reset, Window::Day.bounds(now).1 - now);
+}
