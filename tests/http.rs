@@ -511,3 +511,33 @@ async fn an_admin_listener_takes_the_reserved_paths() {
     stop.send(()).unwrap();
     tokio::time::timeout(Duration::from_secs(10), server).await.expect("shuts down").unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn a_client_obeying_retry_after_is_admitted_when_denials_count() {
+    // average = 1, period = 2s, burst = 1: the counted denial moves the bucket on, and the
+    // Retry-After it gets says so.
+    let bucket = "[defaults]\ncount_denied = true\n[plans.free]\nlimits = [{ average = 1, period = \"2s\", burst = 1 }]";
+    // 2 a day and 1 a minute: the second request is denied by the minute, but counted in the
+    // day too, which it fills: the wait is the day's, not the minute's.
+    let both = "[defaults]\ncount_denied = true\n[plans.free]\nlimits = [{ requests = 2, per = \"day\" }, { requests = 1, per = \"minute\" }]";
+    for config in [bucket, both] {
+        let h = Harness::new(config);
+        assert_eq!(h.bearer("t").await.status, StatusCode::OK);
+        for round in 0..3 {
+            let a = h.bearer("t").await;
+            assert_eq!(a.status, StatusCode::TOO_MANY_REQUESTS);
+            let wait: u64 = a.header("retry-after").parse().unwrap();
+            h.clock.advance(Duration::from_secs(wait - 1));
+            assert_eq!(h.bearer("t").await.status, StatusCode::TOO_MANY_REQUESTS, "{config}: a second early");
+            // That early request was counted too: ask again, and obey this time.
+            let a = h.bearer("t").await;
+            let wait: u64 = a.header("retry-after").parse().unwrap();
+            h.clock.advance(Duration::from_secs(wait));
+            assert_eq!(
+                h.bearer("t").await.status,
+                StatusCode::OK,
+                "{config}: round {round}, after Retry-After: {wait}"
+            );
+        }
+    }
+}
