@@ -6,8 +6,8 @@
 -- difference, wait and reset below is exact; products that would not be (a sliding window's
 -- weight) go through muldiv.
 --
--- KEYS[i]  one hash per limit: s, n = window end (or GCRA's TAT) in seconds and nanoseconds,
---          c = count, p = previous count. Keys of one request share a hash tag (Redis Cluster).
+-- KEYS[i]  one hash per limit: s = window end in seconds, c = count, p = previous count; for
+--          GCRA, s and n = the TAT in seconds and nanoseconds. Keys of one request share a hash tag (Redis Cluster).
 -- ARGV[1]  "1" to count denied requests too.
 -- ARGV[2]  now, in nanoseconds since the epoch; empty for Redis's own clock (`TIME`), so that
 --          replicas with skewed clocks agree.
@@ -41,8 +41,10 @@ end
 local function muldiv(a, b, c)
   local rb = math.fmod(b, c)
   local whole = a * ((b - rb) / c)
-  local q, r, bit = 0, 0, 1
-  while bit * 2 <= a do bit = bit * 2 end
+  local q, r = 0, 0
+  -- The highest bit of a: a = m * 2^e with 0.5 <= m < 1, exactly.
+  local _, e = math.frexp(a)
+  local bit = 2 ^ (e - 1)
   while bit >= 1 do
     q = q * 2
     if r >= c - r then q = q + 1; r = r - (c - r) else r = r + r end
@@ -163,7 +165,7 @@ for i = 1, n do
       if d >= MAX_SPAN - e then moved = math.max(MAX_SPAN, d) else moved = d + e end
       local total = now_n + moved
       l.s, l.n = now_s + div(total, E9), math.fmod(total, E9)
-      redis.call('HSET', KEYS[i], 's', l.s, 'n', l.n, 'c', 0, 'p', 0)
+      redis.call('HSET', KEYS[i], 's', l.s, 'n', l.n)
       redis.call('PEXPIRE', KEYS[i], ttl(l.s, l.n))
     end
     local d = debt(l)
@@ -180,7 +182,7 @@ for i = 1, n do
         local _, nstop = bounds(l.a, l.b, l.s)
         expires = nstop
       end
-      redis.call('HSET', KEYS[i], 's', l.s, 'n', 0, 'c', l.c, 'p', l.p)
+      redis.call('HSET', KEYS[i], 's', l.s, 'c', l.c, 'p', l.p)
       redis.call('PEXPIRE', KEYS[i], ttl(expires, 0))
     end
     remaining = math.max(l.quota - used(l), 0)
