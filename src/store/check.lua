@@ -145,7 +145,8 @@ for i = 1, n do
       l.c, l.s, l.n = 0, stop, 0
     end
     l.len = (stop - start) * E9
-    l.ok = used(l) < l.quota
+    l.used = used(l)
+    l.ok = l.used < l.quota
   end
   all = all and l.ok
   limits[i] = l
@@ -175,8 +176,8 @@ for i = 1, n do
     window = e * l.quota
   else
     if record then
-      -- Counts saturate at u32::MAX, as limiter's do.
-      if l.c < 4294967295 then l.c = l.c + 1 end
+      -- Counts saturate at u32::MAX, as limiter's do. The weight stays as it was.
+      if l.c < 4294967295 then l.c = l.c + 1; l.used = l.used + 1 end
       local expires = l.s
       if l.kind == 's' then
         local _, nstop = bounds(l.a, l.b, l.s)
@@ -185,7 +186,7 @@ for i = 1, n do
       redis.call('HSET', KEYS[i], 's', l.s, 'c', l.c, 'p', l.p)
       redis.call('PEXPIRE', KEYS[i], ttl(expires, 0))
     end
-    remaining = math.max(l.quota - used(l), 0)
+    remaining = math.max(l.quota - l.used, 0)
     reset = from_now(l.s, 0)
     window = l.len
     if remaining > 0 then
