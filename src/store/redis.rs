@@ -1,6 +1,7 @@
 //! The Redis store: counters shared by every replica, checked and counted for one request in one
 //! round trip by a Lua script (`check.lua`, the same integer arithmetic as `limiter`, to the
-//! nanosecond, with Redis's own clock unless [`Redis::with_caller_clock`]). Keys of one caller share a hash tag, so Redis Cluster works too.
+//! nanosecond, with Redis's own clock unless [`Redis::with_caller_clock`]). Keys of one caller
+//! share a hash tag, so Redis Cluster works too.
 //!
 //! When Redis cannot answer (down, slow, wrong password, cluster failing) the configured
 //! `on_error` decides: `local` checks the in-memory store instead, so each replica still
