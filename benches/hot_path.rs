@@ -21,11 +21,11 @@ use quotagate::clock::Clock;
 use quotagate::config::Config;
 use quotagate::identity::Key;
 use quotagate::limiter::{Nanos, SECOND};
-use quotagate::policy::PlanId;
+use quotagate::policy::{Applicable, PlanId, Scopes};
 use quotagate::request::Forwarded;
 use quotagate::server::response::{self, Report};
 use quotagate::server::{self, AppState};
-use quotagate::store::{Counting, Memory, Scoped};
+use quotagate::store::{Counting, Memory, Scope};
 use quotagate::telemetry::{Metrics, Outcome};
 use tower::ServiceExt;
 
@@ -125,18 +125,26 @@ fn policy(c: &mut Criterion) {
     });
     let plan = config.policy.plan_of(&caller, &h).expect("the default plan");
     g.bench_function("applicable_one_rule_no_match", |b| {
-        b.iter(|| config.policy.applicable(black_box(plan), &fwd).scopes.len())
+        b.iter(|| matches!(config.policy.applicable(black_box(plan), &fwd), Applicable::Limited(_)))
     });
     g.finish();
 }
 
-/// The plan scope of `plan` for the store, as the server builds it.
-fn scoped(config: &Config, plan: PlanId, fwd: &Forwarded<'_>) -> Vec<(u32, Vec<quotagate::limiter::Limit>)> {
-    config.policy.applicable(plan, fwd).scopes.iter().map(|s| (s.id, s.limits.to_vec())).collect()
+/// The scopes that apply to `fwd` for `plan`, as the server gets them (none if exempt or unlimited).
+fn scopes<'p>(config: &'p Config, plan: PlanId, fwd: &Forwarded<'_>) -> Scopes<'p> {
+    match config.policy.applicable(plan, fwd) {
+        Applicable::Limited(scopes) => scopes,
+        Applicable::Exempt(_) | Applicable::Unlimited => Scopes::new(),
+    }
 }
 
-fn as_scoped(owned: &[(u32, Vec<quotagate::limiter::Limit>)]) -> Vec<Scoped<'_>> {
-    owned.iter().map(|(id, limits)| Scoped { scope: *id, limits }).collect()
+/// The plan scope of `plan` for the store, as the server builds it.
+fn scoped(config: &Config, plan: PlanId, fwd: &Forwarded<'_>) -> Vec<(u32, Vec<quotagate::limiter::Limit>)> {
+    scopes(config, plan, fwd).iter().map(|s| (s.id, s.limits.to_vec())).collect()
+}
+
+fn as_scoped(owned: &[(u32, Vec<quotagate::limiter::Limit>)]) -> Vec<Scope<'_>> {
+    owned.iter().map(|(id, limits)| Scope::enforced(*id, limits)).collect()
 }
 
 fn store(c: &mut Criterion) {
@@ -156,10 +164,10 @@ fn store(c: &mut Criterion) {
 
     let store = Memory::new(1_000_000);
     g.bench_function("hot_key_allowed", |b| {
-        b.iter(|| store.check(black_box(keys[0]), &open_scopes, NOW, Counting::AllowedOnly).allowed)
+        b.iter(|| store.check(black_box(keys[0]), &open_scopes, NOW, Counting::AllowedOnly).is_allowed())
     });
     g.bench_function("hot_key_denied", |b| {
-        b.iter(|| store.check(black_box(keys[1]), &tiny_scopes, NOW, Counting::AllowedOnly).allowed)
+        b.iter(|| store.check(black_box(keys[1]), &tiny_scopes, NOW, Counting::AllowedOnly).is_allowed())
     });
 
     // 100k live keys, visited in a scattered order so lookups miss the CPU caches as they would
@@ -172,7 +180,7 @@ fn store(c: &mut Criterion) {
     g.bench_function("100k_keys", |b| {
         b.iter(|| {
             i = (i + 7919) % keys.len();
-            many.check(black_box(keys[i]), &open_scopes, NOW, Counting::AllowedOnly).allowed
+            many.check(black_box(keys[i]), &open_scopes, NOW, Counting::AllowedOnly).is_allowed()
         })
     });
 
@@ -185,7 +193,7 @@ fn store(c: &mut Criterion) {
             // Scrambled like the keyed hashes real keys are, so no map sees sequential keys.
             fresh += 1;
             let key = Key(fresh.wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835));
-            inserts.check(key, &open_scopes, NOW, Counting::AllowedOnly).allowed
+            inserts.check(key, &open_scopes, NOW, Counting::AllowedOnly).is_allowed()
         })
     });
     g.finish();
@@ -203,7 +211,7 @@ fn store(c: &mut Criterion) {
 }
 
 /// Wall time for `iters` checks of `key` split across `threads` threads, started together.
-fn contended(store: &Memory, key: Key, scopes: &[Scoped<'_>], threads: usize, iters: u64) -> Duration {
+fn contended(store: &Memory, key: Key, scopes: &[Scope<'_>], threads: usize, iters: u64) -> Duration {
     let per_thread = iters.div_ceil(threads as u64);
     let barrier = std::sync::Barrier::new(threads + 1);
     std::thread::scope(|s| {
@@ -211,7 +219,7 @@ fn contended(store: &Memory, key: Key, scopes: &[Scoped<'_>], threads: usize, it
             s.spawn(|| {
                 barrier.wait();
                 for _ in 0..per_thread {
-                    black_box(store.check(key, scopes, NOW, Counting::AllowedOnly).allowed);
+                    black_box(store.check(key, scopes, NOW, Counting::AllowedOnly).is_allowed());
                 }
                 barrier.wait();
             });
@@ -239,10 +247,12 @@ fn decide(c: &mut Criterion) {
             let fwd = Forwarded::from_headers(h, "GET", "/");
             let caller = config.identity.identify(h, &fwd, PEER).expect("a bearer token");
             let plan = config.policy.plan_of(&caller, h).expect("the default plan");
-            let applicable = config.policy.applicable(plan, &fwd);
-            let scopes: smallvec::SmallVec<[Scoped<'_>; 4]> =
-                applicable.scopes.iter().map(|s| Scoped { scope: s.id, limits: s.limits }).collect();
-            store.check(caller.key(), &scopes, NOW, Counting::AllowedOnly).allowed
+            match config.policy.applicable(plan, &fwd) {
+                Applicable::Limited(scopes) => {
+                    store.check(caller.key(), &scopes, NOW, Counting::AllowedOnly).is_allowed()
+                }
+                Applicable::Exempt(_) | Applicable::Unlimited => true,
+            }
         })
     });
     g.finish();
@@ -259,13 +269,11 @@ fn responses(c: &mut Criterion) {
     for plan_name in ["open", "tiny"] {
         let plan_id = config.policy.plan_named(plan_name).expect("a bench plan");
         let plan = config.policy.plan(plan_id);
-        let applicable = config.policy.applicable(plan_id, &fwd);
-        let scopes: Vec<Scoped<'_>> =
-            applicable.scopes.iter().map(|s| Scoped { scope: s.id, limits: s.limits }).collect();
+        let scopes = scopes(&config, plan_id, &fwd);
         store.check(caller.key(), &scopes, NOW, Counting::AllowedOnly);
         let decision = store.check(caller.key(), &scopes, NOW, Counting::AllowedOnly);
-        let report = Report { plan, caller: &caller, scopes: &applicable.scopes, decision: &decision };
-        if decision.allowed {
+        let report = Report { plan, caller: &caller, verdicts: decision.verdicts() };
+        if decision.is_allowed() {
             g.bench_function("allowed_200", |b| b.iter(|| response::allowed(black_box(&report))));
         } else {
             g.bench_function("denied_429", |b| b.iter(|| response::denied(black_box(&report))));
@@ -274,14 +282,15 @@ fn responses(c: &mut Criterion) {
     g.finish();
 }
 
-/// Counting one decision in the Prometheus family.
+/// Counting one decision in the table built beside the config.
 fn metrics(c: &mut Criterion) {
     let config = config();
     let metrics = Metrics::new();
+    let decisions = metrics.decisions(&config.policy);
     let plan = config.policy.plan_named("open").expect("plan open");
     let mut g = c.benchmark_group("metrics");
     g.bench_function("decision_allowed", |b| {
-        b.iter(|| metrics.decision(Outcome::allowed, black_box(&config.policy), Some(plan), None))
+        b.iter(|| black_box(&decisions).count(Outcome::allowed, Some(plan), None))
     });
     g.finish();
 }

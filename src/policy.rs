@@ -4,6 +4,10 @@
 //! Counters are kept per (scope, caller): scope [`PLAN_SCOPE`] holds the plan's own limits, and
 //! each rule has a scope of its own derived from its name, so reloading a config that keeps a
 //! rule's name keeps its counters. How counters are stored is `store`'s business.
+//!
+//! Each scope carries its [`Mode`]: the store checks the enforced scopes together, all or
+//! nothing, and each dry-run scope on its own, so a dry-run rule can never change what the
+//! enforced ones decide.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,7 +21,6 @@ use smallvec::SmallVec;
 use crate::identity::{Caller, Key};
 use crate::limiter::Limit;
 use crate::request::Forwarded;
-use crate::telemetry::DecisionCounters;
 
 /// The scope of a plan's own limits.
 pub const PLAN_SCOPE: u32 = 0;
@@ -42,15 +45,13 @@ pub struct Plan {
     /// `name` as the `X-Quotagate-Plan` header value, made once here rather than per response;
     /// `None` if the name cannot be a header value (the header is then left out).
     pub header: Option<HeaderValue>,
-    /// This plan's decision counters, resolved on first use (see [`DecisionCounters`]).
-    pub counters: DecisionCounters,
 }
 
 impl Plan {
     pub fn new(name: impl Into<Arc<str>>, unlimited: bool, limits: Vec<Limit>) -> Plan {
         let name = name.into();
         let header = HeaderValue::from_str(&name).ok();
-        Plan { name, unlimited, limits, header, counters: DecisionCounters::default() }
+        Plan { name, unlimited, limits, header }
     }
 }
 
@@ -73,8 +74,20 @@ pub enum HostMatch {
     Glob(GlobMatcher),
 }
 
+/// Whether a scope's limits decide the answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Checked and counted with the other enforced scopes, all or nothing; over a limit denies.
+    Enforce,
+    /// Checked and counted on its own, and reported; never denies, and never keeps the enforced
+    /// scopes from counting.
+    DryRun,
+}
+
 #[derive(Clone, Debug)]
 pub struct Rule {
+    /// This rule's index in [`Policy::rules`], for tables built beside the policy (metrics).
+    pub id: RuleId,
     pub name: Arc<str>,
     pub scope: u32,
     pub host: HostMatch,
@@ -82,7 +95,7 @@ pub struct Rule {
     /// Uppercase method names; empty matches any.
     pub methods: Vec<String>,
     pub exempt: bool,
-    pub dry_run: bool,
+    pub mode: Mode,
     /// Limits by plan index; `None` uses `any_plan`.
     pub per_plan: Vec<Option<Vec<Limit>>>,
     /// Limits for plans without their own entry (`limits."*"`).
@@ -140,7 +153,8 @@ pub struct Policy {
     /// Client networks never limited.
     pub allow: Vec<IpNet>,
     pub count_denied: bool,
-    pub dry_run: bool,
+    /// `defaults.dry_run`: [`Mode::DryRun`] makes every scope dry-run, whatever its rule says.
+    pub mode: Mode,
 }
 
 /// Why a caller gets no plan.
@@ -150,23 +164,37 @@ pub enum PolicyError {
     UnknownToken,
 }
 
-/// The limits that apply to one request, scope by scope.
+/// The limits that apply to one request.
 #[derive(Debug)]
-pub struct Applicable<'p> {
-    /// The exempting rule, if any matched: nothing is checked or counted.
-    pub exempt: Option<RuleId>,
-    /// Decide and report, but let the request through.
-    pub dry_run: bool,
-    /// Sorted by scope id, which is also the order stores lock entries in.
-    pub scopes: SmallVec<[Scope<'p>; 4]>,
+pub enum Applicable<'p> {
+    /// An exempt rule matched: nothing is checked or counted.
+    Exempt(&'p Rule),
+    /// No limit applies (an unlimited plan, or one without limits and no matching rule).
+    Unlimited,
+    /// These scopes, never empty, sorted by scope id (the order stores lock entries in).
+    Limited(Scopes<'p>),
 }
 
+/// The scopes of one request: inline for up to four, which covers a plan and three rules.
+pub type Scopes<'p> = SmallVec<[Scope<'p>; 4]>;
+
+/// The limits of one scope for one request, with what they are about: the scope's counters
+/// (`id`), whether they decide the answer (`mode`) and the rule they come from, so that verdicts
+/// can carry them and nothing downstream looks them up again.
 #[derive(Clone, Copy, Debug)]
 pub struct Scope<'p> {
     pub id: u32,
+    pub mode: Mode,
     /// `None` for the plan's own limits.
-    pub rule: Option<RuleId>,
+    pub rule: Option<&'p Rule>,
     pub limits: &'p [Limit],
+}
+
+impl<'p> Scope<'p> {
+    /// An enforced scope of `limits` under counter scope `id`, belonging to no rule.
+    pub fn enforced(id: u32, limits: &'p [Limit]) -> Scope<'p> {
+        Scope { id, mode: Mode::Enforce, rule: None, limits }
+    }
 }
 
 impl Policy {
@@ -211,28 +239,28 @@ impl Policy {
 
     /// The limits that apply to `req` for a caller on `plan`.
     pub fn applicable<'p>(&'p self, plan: PlanId, req: &Forwarded<'_>) -> Applicable<'p> {
-        let mut out = Applicable { exempt: None, dry_run: self.dry_run, scopes: SmallVec::new() };
         let p = self.plan(plan);
         if p.unlimited {
-            return out;
+            return Applicable::Unlimited;
         }
+        let mut scopes = Scopes::new();
         if !p.limits.is_empty() {
-            out.scopes.push(Scope { id: PLAN_SCOPE, rule: None, limits: &p.limits });
+            scopes.push(Scope { id: PLAN_SCOPE, mode: self.mode, rule: None, limits: &p.limits });
         }
-        for (i, rule) in self.rules.iter().enumerate().filter(|(_, r)| r.matches(req)) {
-            let id = RuleId(i);
+        for rule in self.rules.iter().filter(|r| r.matches(req)) {
             if rule.exempt {
-                out.exempt = Some(id);
-                out.scopes.clear();
-                return out;
+                return Applicable::Exempt(rule);
             }
-            out.dry_run |= rule.dry_run;
             let limits = rule.limits_for(plan);
             if !limits.is_empty() {
-                out.scopes.push(Scope { id: rule.scope, rule: Some(id), limits });
+                let mode = if self.mode == Mode::DryRun { Mode::DryRun } else { rule.mode };
+                scopes.push(Scope { id: rule.scope, mode, rule: Some(rule), limits });
             }
         }
-        out.scopes.sort_by_key(|s| s.id);
-        out
+        if scopes.is_empty() {
+            return Applicable::Unlimited;
+        }
+        scopes.sort_by_key(|s| s.id);
+        Applicable::Limited(scopes)
     }
 }

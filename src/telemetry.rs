@@ -3,11 +3,11 @@
 //!
 //! Counting a decision is on every check's path, so its counter is looked up in the label
 //! family (hashing the label set, a read lock) only the first time a label set occurs; after
-//! that the counter (which shares its atomic with the family's) is taken from a small table held
-//! by the plan ([`DecisionCounters`]), or by [`Metrics`] for checks without a plan.
+//! that the counter (which shares its atomic with the family's) is taken from a table of slots
+//! by plan, rule and outcome ([`Decisions`]), built for each config as it is put in force and
+//! kept beside it. The policy knows nothing of metrics.
 
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -18,7 +18,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-use crate::policy::{Plan, PlanId, Policy, RuleId};
+use crate::policy::{PlanId, Policy, RuleId};
 
 /// Log format, from `QUOTAGATE_LOG_FORMAT`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,7 +70,7 @@ pub enum Outcome {
     allowed,
     /// Over a limit: 429.
     denied,
-    /// Over a limit in dry-run mode: let through.
+    /// Within every enforced limit but over a dry-run one: let through.
     dry_run_denied,
     /// An exempt rule matched.
     exempt,
@@ -94,35 +94,62 @@ impl Outcome {
 const MAX_CACHED_RULES: usize = 1024;
 const _: () = assert!(Outcome::unchecked as usize + 1 == Outcome::COUNT, "Outcome::COUNT is the last + 1");
 
-/// A plan's decision counters, one per (outcome, rule or none), filled on first use so that the
-/// exposition shows only label sets that occurred, as the family alone would. Built empty with
-/// the plan at config load; a reload starts a new table (the family keeps the series, so a
-/// counter found again after a reload continues where it was).
-///
-/// The table belongs to the first [`Metrics`] that fills it; any other (a test running two
-/// servers on clones of one config) takes the family path. A clone starts empty for the same
-/// reason.
-#[derive(Default)]
-pub struct DecisionCounters {
-    table: OnceLock<CounterTable>,
+/// The decision counters of one config, for one [`Metrics`]: made by [`Metrics::decisions`] when
+/// the config is put in force, and swapped with it. Slots are filled on first use, so that the
+/// exposition shows only label sets that occurred, as the family alone would; a plan's slots
+/// are allocated the first time the plan is seen. A reload builds a new table, and the family
+/// keeps the series, so a counter found again after a reload continues where it was.
+pub struct Decisions {
+    family: Family<DecisionLabels, Counter>,
+    /// By [`PlanId`].
+    plans: Box<[PlanCounters]>,
+    /// Rule names by [`RuleId`].
+    rules: Box<[Arc<str>]>,
+    /// Slots in each plan's table.
+    slots_per_plan: usize,
+    /// Decisions without a plan (plan and rule `"-"`), by outcome.
+    unplanned: [OnceLock<Counter>; Outcome::COUNT],
 }
 
-struct CounterTable {
-    /// [`Metrics::id`] of the metrics the counters belong to.
-    owner: u64,
+struct PlanCounters {
+    name: Arc<str>,
     /// `(rule index + 1) * Outcome::COUNT + outcome`, rule index 0 meaning no rule.
-    slots: Box<[OnceLock<Counter>]>,
+    slots: OnceLock<Box<[OnceLock<Counter>]>>,
 }
 
-impl Clone for DecisionCounters {
-    fn clone(&self) -> Self {
-        DecisionCounters::default()
+impl std::fmt::Debug for Decisions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Decisions")
+            .field("plans", &self.plans.len())
+            .field("rules", &self.rules.len())
+            .finish()
     }
 }
 
-impl std::fmt::Debug for DecisionCounters {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("DecisionCounters(..)")
+impl Decisions {
+    /// Counts one decision; the plan and rule labels are `"-"` where none applies. `plan` and
+    /// `rule` belong to the policy this table was made for.
+    pub fn count(&self, outcome: Outcome, plan: Option<PlanId>, rule: Option<RuleId>) {
+        let Some(plan) = plan else {
+            self.unplanned[outcome as usize].get_or_init(|| self.counter(outcome, None, None)).inc();
+            return;
+        };
+        let counters = &self.plans[usize::from(plan.0)];
+        let slots =
+            counters.slots.get_or_init(|| (0..self.slots_per_plan).map(|_| OnceLock::new()).collect());
+        let slot = rule.map_or(0, |r| r.0 + 1) * Outcome::COUNT + outcome as usize;
+        let rule = rule.map(|r| &self.rules[r.0]);
+        match slots.get(slot) {
+            Some(counter) => counter.get_or_init(|| self.counter(outcome, Some(&counters.name), rule)).inc(),
+            None => self.counter(outcome, Some(&counters.name), rule).inc(),
+        };
+    }
+
+    /// The family's counter for one label set.
+    fn counter(&self, outcome: Outcome, plan: Option<&Arc<str>>, rule: Option<&Arc<str>>) -> Counter {
+        let name = |n: Option<&Arc<str>>| Name(n.map_or_else(|| Arc::from("-"), Arc::clone));
+        let labels = DecisionLabels { outcome, plan: name(plan), rule: name(rule) };
+        self.family.get_or_create(&labels).clone()
     }
 }
 
@@ -191,12 +218,8 @@ struct ListenerLabels {
 /// The service's metrics.
 #[derive(Debug)]
 pub struct Metrics {
-    /// Unique per instance, for [`DecisionCounters`].
-    id: u64,
     registry: Registry,
     decisions: Family<DecisionLabels, Counter>,
-    /// Decisions without a plan (plan and rule `"-"`), by outcome.
-    unplanned: [OnceLock<Counter>; Outcome::COUNT],
     latency: Histogram,
     live_keys: Gauge,
     reloads: Family<ReloadLabels, Counter>,
@@ -259,12 +282,9 @@ impl Metrics {
             "Connections open now, by listener (check, admin); bounded by server.max_connections",
             connections_open.clone(),
         );
-        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         Metrics {
-            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             registry,
             decisions,
-            unplanned: Default::default(),
             latency,
             live_keys,
             reloads,
@@ -276,38 +296,19 @@ impl Metrics {
         }
     }
 
-    /// Counts one decision under `policy`; the plan and rule labels are `"-"` where none applies.
-    pub fn decision(&self, outcome: Outcome, policy: &Policy, plan: Option<PlanId>, rule: Option<RuleId>) {
-        let Some(plan_id) = plan else {
-            self.unplanned[outcome as usize].get_or_init(|| self.counter(outcome, None, None)).inc();
-            return;
-        };
-        let plan = policy.plan(plan_id);
-        let table = plan.counters.table.get_or_init(|| CounterTable {
-            owner: self.id,
-            slots: (0..(policy.rules.len().min(MAX_CACHED_RULES) + 1) * Outcome::COUNT)
-                .map(|_| OnceLock::new())
+    /// The decision counters for `policy`, to keep beside it while it is in force.
+    pub fn decisions(&self, policy: &Policy) -> Decisions {
+        Decisions {
+            family: self.decisions.clone(),
+            plans: policy
+                .plans
+                .iter()
+                .map(|p| PlanCounters { name: p.name.clone(), slots: OnceLock::new() })
                 .collect(),
-        });
-        let slot = rule.map_or(0, |r| r.0 + 1) * Outcome::COUNT + outcome as usize;
-        let rule = rule.map(|r| &policy.rule(r).name);
-        match table.slots.get(slot) {
-            Some(counter) if table.owner == self.id => {
-                counter.get_or_init(|| self.counter(outcome, Some(plan), rule)).inc()
-            }
-            _ => self.counter(outcome, Some(plan), rule).inc(),
-        };
-    }
-
-    /// The family's counter for one label set.
-    fn counter(&self, outcome: Outcome, plan: Option<&Plan>, rule: Option<&Arc<str>>) -> Counter {
-        let none = || Arc::<str>::from("-");
-        let labels = DecisionLabels {
-            outcome,
-            plan: Name(plan.map_or_else(none, |p| p.name.clone())),
-            rule: Name(rule.map_or_else(none, Arc::clone)),
-        };
-        self.decisions.get_or_create(&labels).clone()
+            rules: policy.rules.iter().map(|r| r.name.clone()).collect(),
+            slots_per_plan: (policy.rules.len().min(MAX_CACHED_RULES) + 1) * Outcome::COUNT,
+            unplanned: Default::default(),
+        }
     }
 
     pub fn check_took(&self, d: Duration) {

@@ -435,11 +435,11 @@ async fn decision_metrics_count_each_label_set_across_reloads_and_servers() {
     h.check("GET", "/api/items", &[]).await;
     h.bearer("m").await;
     // A reload builds new plans; the series go on from where they were.
-    h.state.config.store(Arc::new(Config::parse(CONTRACT, "again.toml", None).unwrap()));
+    h.state.install(Config::parse(CONTRACT, "again.toml", None).unwrap());
     h.bearer("m").await;
-    // A second server on the very same config object counts on its own metrics.
+    // A second server on a copy of the same config counts on its own metrics.
     let other = Harness::new(CONTRACT);
-    other.state.config.store(h.state.config.load_full());
+    other.state.install(h.state.config.load().config.clone());
     other.bearer("m").await;
 
     let m = h.get("/metrics").await.body;
@@ -469,7 +469,7 @@ async fn a_swapped_config_keeps_the_counters() {
     assert_eq!(h.bearer("keep").await.status, StatusCode::TOO_MANY_REQUESTS);
     let raised =
         CONTRACT.replace("{ requests = 10, per = \"minute\" }", "{ requests = 12, per = \"minute\" }");
-    h.state.config.store(Arc::new(Config::parse(&raised, "new.toml", None).unwrap()));
+    h.state.install(Config::parse(&raised, "new.toml", None).unwrap());
     let a = h.bearer("keep").await;
     assert_eq!(a.status, StatusCode::OK);
     assert_eq!(a.header("x-ratelimit-remaining"), "1", "10 counted before the reload");

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use quotagate::identity::Key;
 use quotagate::limiter::{Algorithm, Limit, Window, SECOND};
-use quotagate::store::{Counting, Memory, Scoped};
+use quotagate::store::{Counting, Memory, Scope};
 
 const NOW: u64 = 1_795_460_700 * SECOND;
 
@@ -29,8 +29,8 @@ fn threads_racing_on_one_key_get_exactly_the_quota() {
             let (store, limits, passed) = (store.clone(), &limits, passed.clone());
             s.spawn(move || {
                 for _ in 0..250 {
-                    let d = store.check(Key(7), &[Scoped { scope: 0, limits }], NOW, Counting::AllowedOnly);
-                    if d.allowed {
+                    let d = store.check(Key(7), &[Scope::enforced(0, limits)], NOW, Counting::AllowedOnly);
+                    if d.is_allowed() {
                         passed.fetch_add(1, Ordering::Relaxed);
                     }
                 }
@@ -45,14 +45,15 @@ fn all_scopes_pass_or_none_is_counted() {
     let store = Memory::new(1000);
     let plan = vec![per_minute("minute", 5)];
     let rule = vec![per_minute("rule.minute", 3)];
-    let scopes = [Scoped { scope: 0, limits: &plan }, Scoped { scope: 9, limits: &rule }];
-    let passed = (0..10).filter(|_| store.check(Key(1), &scopes, NOW, Counting::AllowedOnly).allowed).count();
+    let scopes = [Scope::enforced(0, &plan), Scope::enforced(9, &rule)];
+    let passed =
+        (0..10).filter(|_| store.check(Key(1), &scopes, NOW, Counting::AllowedOnly).is_allowed()).count();
     assert_eq!(passed, 3);
     // The plan scope counted only the 3 that passed: 2 left for requests outside the rule.
-    let plan_only = [Scoped { scope: 0, limits: &plan }];
+    let plan_only = [Scope::enforced(0, &plan)];
     let d = store.check(Key(1), &plan_only, NOW, Counting::AllowedOnly);
-    assert!(d.allowed);
-    assert_eq!(d.verdicts[0].verdict.remaining, 1);
+    assert!(d.is_allowed());
+    assert_eq!(d.verdicts()[0].verdict.remaining, 1);
 }
 
 #[test]
@@ -60,7 +61,7 @@ fn memory_stays_bounded_by_max_keys() {
     let store = Memory::new(1000);
     let limits = vec![per_minute("minute", 10)];
     for caller in 0..20_000u128 {
-        store.check(Key(caller), &[Scoped { scope: 0, limits: &limits }], NOW, Counting::AllowedOnly);
+        store.check(Key(caller), &[Scope::enforced(0, &limits)], NOW, Counting::AllowedOnly);
     }
     let live = store.live_keys();
     assert!(live <= 1000, "{live} entries for max_keys = 1000");
@@ -71,7 +72,7 @@ fn memory_stays_bounded_by_max_keys() {
 fn an_active_caller_keeps_its_count_through_a_flood_of_new_ones() {
     let store = Memory::new(2000);
     let limits = vec![per_minute("minute", 10)];
-    let scopes = [Scoped { scope: 0, limits: &limits }];
+    let scopes = [Scope::enforced(0, &limits)];
     let victim = Key(u128::MAX);
     let mut passed = 0;
     for round in 0..20u128 {
@@ -79,7 +80,7 @@ fn an_active_caller_keeps_its_count_through_a_flood_of_new_ones() {
         for i in 0..500 {
             store.check(Key(round * 1000 + i), &scopes, NOW, Counting::AllowedOnly);
         }
-        passed += usize::from(store.check(victim, &scopes, NOW, Counting::AllowedOnly).allowed);
+        passed += usize::from(store.check(victim, &scopes, NOW, Counting::AllowedOnly).is_allowed());
     }
     assert_eq!(passed, 10, "the victim's counter was evicted");
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use quotagate::identity::Key;
 use quotagate::limiter::{Algorithm, Limit, Nanos, Window, SECOND};
-use quotagate::store::{Counting, Memory, Redis, Scoped, Store};
+use quotagate::store::{Counting, Decision, Memory, Redis, Scope, Store};
 use support::{RedisCluster, RedisServer};
 
 fn now() -> Nanos {
@@ -41,12 +41,7 @@ fn rand_u32() -> u32 {
     h.finish() as u32
 }
 
-async fn check(
-    store: &Store,
-    who: Key,
-    scopes: &[Scoped<'_>],
-    counting: Counting,
-) -> quotagate::store::Decision {
+async fn check<'p>(store: &Store, who: Key, scopes: &[Scope<'p>], counting: Counting) -> Decision<'p> {
     store.check(who, scopes, now(), counting).await.expect("the store decides")
 }
 
@@ -58,17 +53,17 @@ async fn scenarios(store: Arc<Store>) {
     // Ten pass, then a denial until the day ends.
     let day = vec![fixed("day", 10, Window::Day)];
     let who = caller();
-    let scopes = [Scoped { scope: 0, limits: &day }];
+    let scopes = [Scope::enforced(0, &day)];
     for i in 0..10 {
         let d = check(&store, who, &scopes, Counting::AllowedOnly).await;
-        assert!(d.allowed, "request {i}");
-        assert_eq!(d.verdicts[0].verdict.remaining, 9 - i);
+        assert!(d.is_allowed(), "request {i}");
+        assert_eq!(d.verdicts()[0].verdict.remaining, 9 - i);
     }
     let d = check(&store, who, &scopes, Counting::AllowedOnly).await;
-    assert!(!d.allowed);
+    assert!(!d.is_allowed());
     let until_midnight = Window::Day.bounds(now()).1 - now();
-    assert!((secs(d.verdicts[0].verdict.retry_after) - secs(until_midnight)).abs() <= 2);
-    assert_eq!(d.verdicts[0].verdict.window, 86_400 * SECOND);
+    assert!((secs(d.verdicts()[0].verdict.retry_after) - secs(until_midnight)).abs() <= 2);
+    assert_eq!(d.verdicts()[0].verdict.window, 86_400 * SECOND);
 
     // Concurrent requests for one caller: exactly the quota passes.
     let who = caller();
@@ -77,8 +72,9 @@ async fn scenarios(store: Arc<Store>) {
             let store = store.clone();
             tokio::spawn(async move {
                 let day = [fixed("day", 10, Window::Day)];
-                let scopes = [Scoped { scope: 0, limits: &day }];
-                check(&store, who, &scopes, Counting::AllowedOnly).await.allowed
+                let scopes = [Scope::enforced(0, &day)];
+                let allowed = check(&store, who, &scopes, Counting::AllowedOnly).await.is_allowed();
+                allowed
             })
         })
         .collect();
@@ -92,65 +88,69 @@ async fn scenarios(store: Arc<Store>) {
     let plan = vec![fixed("day", 5, Window::Day)];
     let rule = vec![fixed("rule.day", 3, Window::Day)];
     let who = caller();
-    let both = [Scoped { scope: 0, limits: &plan }, Scoped { scope: 7, limits: &rule }];
+    let both = [Scope::enforced(0, &plan), Scope::enforced(7, &rule)];
     let mut passed = 0;
     for _ in 0..10 {
-        passed += usize::from(check(&store, who, &both, Counting::AllowedOnly).await.allowed);
+        passed += usize::from(check(&store, who, &both, Counting::AllowedOnly).await.is_allowed());
     }
     assert_eq!(passed, 3);
     let d = check(&store, who, &both, Counting::AllowedOnly).await;
-    assert_eq!(d.verdicts[0].verdict.remaining, 2, "the plan counted 3, and this one was not counted");
-    let d = check(&store, who, &[Scoped { scope: 0, limits: &plan }], Counting::AllowedOnly).await;
-    assert!(d.allowed);
-    assert_eq!(d.verdicts[0].verdict.remaining, 1);
+    assert_eq!(d.verdicts()[0].verdict.remaining, 2, "the plan counted 3, and this one was not counted");
+    let d = check(&store, who, &[Scope::enforced(0, &plan)], Counting::AllowedOnly).await;
+    assert!(d.is_allowed());
+    assert_eq!(d.verdicts()[0].verdict.remaining, 1);
 
     // A token bucket: the burst, then one per emission interval.
     let bucket = vec![hourly_bucket(5)];
     let who = caller();
-    let scopes = [Scoped { scope: 0, limits: &bucket }];
+    let scopes = [Scope::enforced(0, &bucket)];
     for _ in 0..5 {
-        assert!(check(&store, who, &scopes, Counting::AllowedOnly).await.allowed);
+        assert!(check(&store, who, &scopes, Counting::AllowedOnly).await.is_allowed());
     }
     let d = check(&store, who, &scopes, Counting::AllowedOnly).await;
-    assert!(!d.allowed);
-    assert!((secs(d.verdicts[0].verdict.retry_after) - 3600).abs() <= 1, "{:?}", d.verdicts[0]);
-    assert_eq!(d.verdicts[0].verdict.window, 5 * 3600 * SECOND);
+    assert!(!d.is_allowed());
+    assert!((secs(d.verdicts()[0].verdict.retry_after) - 3600).abs() <= 1, "{:?}", d.verdicts()[0]);
+    assert_eq!(d.verdicts()[0].verdict.window, 5 * 3600 * SECOND);
 
     // Counting denied requests pushes the bucket further out, and the wait says so: with the
     // sixth request counted too, a bucket of 3 that refills hourly conforms again 6 - 2 = 4
     // hours away (1 hour if only the 3 admitted had counted).
     let who = caller();
     let bucket = vec![hourly_bucket(3)];
-    let scopes = [Scoped { scope: 0, limits: &bucket }];
+    let scopes = [Scope::enforced(0, &bucket)];
     for _ in 0..5 {
         check(&store, who, &scopes, Counting::Everything).await;
     }
     let d = check(&store, who, &scopes, Counting::Everything).await;
-    assert!((secs(d.verdicts[0].verdict.retry_after) - 4 * 3600).abs() <= 1, "{:?}", d.verdicts[0]);
+    assert!((secs(d.verdicts()[0].verdict.retry_after) - 4 * 3600).abs() <= 1, "{:?}", d.verdicts()[0]);
 
     // A sliding window admits the quota within one window.
     let who = caller();
     let slide = vec![sliding("day", 4, Window::Day)];
-    let scopes = [Scoped { scope: 0, limits: &slide }];
+    let scopes = [Scope::enforced(0, &slide)];
     let mut passed = 0;
     for _ in 0..8 {
-        passed += usize::from(check(&store, who, &scopes, Counting::AllowedOnly).await.allowed);
+        passed += usize::from(check(&store, who, &scopes, Counting::AllowedOnly).await.is_allowed());
     }
     assert_eq!(passed, 4);
 
     // Calendar weeks and months.
     let who = caller();
     let cal = vec![fixed("week", 1, Window::Week), fixed("month", 2, Window::Month)];
-    let scopes = [Scoped { scope: 0, limits: &cal }];
-    assert!(check(&store, who, &scopes, Counting::AllowedOnly).await.allowed);
+    let scopes = [Scope::enforced(0, &cal)];
+    assert!(check(&store, who, &scopes, Counting::AllowedOnly).await.is_allowed());
     let d = check(&store, who, &scopes, Counting::AllowedOnly).await;
-    assert!(!d.allowed);
+    assert!(!d.is_allowed());
     let t = now();
     let (week, month) = (Window::Week.bounds(t), Window::Month.bounds(t));
-    assert!((secs(d.verdicts[0].verdict.retry_after) - secs(week.1 - t)).abs() <= 2, "{:?}", d.verdicts[0]);
-    assert!(d.verdicts[1].verdict.allowed);
-    assert_eq!(d.verdicts[1].verdict.remaining, 1, "uncounted");
-    assert_eq!(d.verdicts[1].verdict.window, month.1 - month.0);
+    assert!(
+        (secs(d.verdicts()[0].verdict.retry_after) - secs(week.1 - t)).abs() <= 2,
+        "{:?}",
+        d.verdicts()[0]
+    );
+    assert!(d.verdicts()[1].verdict.allowed);
+    assert_eq!(d.verdicts()[1].verdict.remaining, 1, "uncounted");
+    assert_eq!(d.verdicts()[1].verdict.window, month.1 - month.0);
 }
 
 async fn connected(config: quotagate::config::RedisConfig) -> Arc<Store> {

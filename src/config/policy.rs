@@ -11,7 +11,7 @@ use super::leaf::{quoted, segment, valid_name, NAME_RULE};
 use super::raw::{RawDefaults, RawPlan, RawRule, RawTokensFile};
 use super::validate::Validator;
 use crate::identity::{Identity, Missing};
-use crate::policy::{Plan, PlanId, Policy, Rule, UnknownTokens};
+use crate::policy::{Mode, Plan, PlanId, Policy, Rule, UnknownTokens};
 
 /// `[tokens]` and the tokens of `tokens_file`, as read: token -> plan name.
 pub(super) struct Tokens {
@@ -207,7 +207,7 @@ impl Validator {
             rules,
             allow: extras.allow,
             count_denied: defaults.count_denied,
-            dry_run: defaults.dry_run,
+            mode: if defaults.dry_run { Mode::DryRun } else { Mode::Enforce },
             plans,
         })
     }

@@ -7,7 +7,7 @@ use super::leaf::{quoted, segment, valid_name, NAME_RULE};
 use super::policy::unknown_plan;
 use super::raw::RawRule;
 use super::validate::Validator;
-use crate::policy::{HostMatch, PathMatch, Plan, Rule, PLAN_SCOPE};
+use crate::policy::{HostMatch, Mode, PathMatch, Plan, Rule, RuleId, PLAN_SCOPE};
 
 impl Validator {
     pub(super) fn rule(&mut self, i: usize, raw: RawRule, plans: &[Plan], earlier: &[Rule]) -> Option<Rule> {
@@ -97,13 +97,14 @@ impl Validator {
             }
         }
         Some(Rule {
+            id: RuleId(earlier.len()),
             scope,
             name: name.into(),
             host,
             path,
             methods,
             exempt: raw.exempt,
-            dry_run: raw.dry_run,
+            mode: if raw.dry_run { Mode::DryRun } else { Mode::Enforce },
             per_plan,
             any_plan,
         })

@@ -1,4 +1,9 @@
 //! The forwardAuth handler: one check, top to bottom. The clock is read once, here.
+//!
+//! headers ([`Forwarded`]) -> identity (who calls) -> policy (the caller's plan, then the scopes
+//! that apply, each with its mode) -> store (checks and counts them with the limiter's
+//! arithmetic) -> [`Decision`] -> response. Each check is counted once in the decision metrics,
+//! under one outcome.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Instant;
@@ -6,13 +11,12 @@ use std::time::Instant;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
-use smallvec::SmallVec;
 
 use super::response::{self, Report};
-use super::AppState;
-use crate::config::Config;
+use super::{AppState, Live};
+use crate::policy::{Applicable, Mode, Rule};
 use crate::request::Forwarded;
-use crate::store::{Counting, Scoped};
+use crate::store::{Counting, Decision};
 use crate::telemetry::Outcome;
 
 /// Answers one forwardAuth check.
@@ -25,24 +29,34 @@ pub async fn check(State(state): State<AppState>, req: Request) -> Response {
         .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |ConnectInfo(a)| a.ip());
     let uri = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let forwarded = Forwarded::from_headers(&parts.headers, parts.method.as_str(), uri);
-    let config = state.config.load();
-    let response = decide(&state, &config, &parts.headers, &forwarded, peer).await;
+    let live = state.config.load();
+    let response = decide(&state, &live, &parts.headers, &forwarded, peer).await;
     state.metrics.check_took(started.elapsed());
     response
 }
 
+fn rule_id(rule: Option<&Rule>) -> Option<crate::policy::RuleId> {
+    rule.map(|r| r.id)
+}
+
+/// For the logs only: evaluated when the debug level is on.
+fn rule_name(rule: Option<&Rule>) -> &str {
+    rule.map_or("-", |r| &r.name)
+}
+
 async fn decide(
     state: &AppState,
-    config: &Config,
+    live: &Live,
     headers: &HeaderMap,
     req: &Forwarded<'_>,
     peer: IpAddr,
 ) -> Response {
+    let (config, metrics) = (&live.config, &live.decisions);
     let policy = &config.policy;
     if !policy.allow.is_empty() {
         let ip = config.identity.client_ip(headers, peer);
         if policy.is_allowed_ip(ip) {
-            state.metrics.decision(Outcome::allow_listed, policy, None, None);
+            metrics.count(Outcome::allow_listed, None, None);
             return response::pass(None, None);
         }
     }
@@ -50,7 +64,7 @@ async fn decide(
         Ok(caller) => caller,
         Err(e) => {
             tracing::debug!(error = %e, "request not identified");
-            state.metrics.decision(Outcome::rejected, policy, None, None);
+            metrics.count(Outcome::rejected, None, None);
             return response::unidentified(&e);
         }
     };
@@ -58,55 +72,61 @@ async fn decide(
         Ok(p) => p,
         Err(e) => {
             tracing::debug!(%caller, error = %e, "token rejected");
-            state.metrics.decision(Outcome::rejected, policy, None, None);
+            metrics.count(Outcome::rejected, None, None);
             return response::unknown_token(&caller);
         }
     };
     let plan = policy.plan(plan_id);
-    let applicable = policy.applicable(plan_id, req);
-    if let Some(rule) = applicable.exempt {
-        state.metrics.decision(Outcome::exempt, policy, Some(plan_id), Some(rule));
-        return response::pass(Some(plan), Some(&caller));
-    }
-    if applicable.scopes.is_empty() {
-        state.metrics.decision(Outcome::unlimited, policy, Some(plan_id), None);
-        return response::pass(Some(plan), Some(&caller));
-    }
+    let scopes = match policy.applicable(plan_id, req) {
+        Applicable::Exempt(rule) => {
+            metrics.count(Outcome::exempt, Some(plan_id), Some(rule.id));
+            return response::pass(Some(plan), Some(&caller));
+        }
+        Applicable::Unlimited => {
+            metrics.count(Outcome::unlimited, Some(plan_id), None);
+            return response::pass(Some(plan), Some(&caller));
+        }
+        Applicable::Limited(scopes) => scopes,
+    };
 
-    let scoped: SmallVec<[Scoped<'_>; 4]> =
-        applicable.scopes.iter().map(|s| Scoped { scope: s.id, limits: s.limits }).collect();
     let counting = if policy.count_denied { Counting::Everything } else { Counting::AllowedOnly };
     let now = state.clock.now();
-    let decision = match state.store.check(caller.key(), &scoped, now, counting).await {
+    let decision = match state.store.check(caller.key(), &scopes, now, counting).await {
         Ok(d) => d,
         Err(e) => {
-            state.metrics.decision(Outcome::unavailable, policy, Some(plan_id), None);
+            metrics.count(Outcome::unavailable, Some(plan_id), None);
             tracing::debug!(%caller, error = %e, "store unavailable: failing closed");
             return response::unavailable(&e);
         }
     };
-    if decision.verdicts.is_empty() {
-        // The store could not check and `on_error = "allow"` lets the request through.
-        state.metrics.decision(Outcome::unchecked, policy, Some(plan_id), None);
-        return response::pass(Some(plan), Some(&caller));
-    }
-    let report = Report { plan, caller: &caller, scopes: &applicable.scopes, decision: &decision };
+    let (verdicts, allowed) = match &decision {
+        Decision::Allowed(v) => (v, true),
+        Decision::Denied(v) => (v, false),
+        Decision::Unchecked => {
+            metrics.count(Outcome::unchecked, Some(plan_id), None);
+            return response::pass(Some(plan), Some(&caller));
+        }
+    };
+    let report = Report { plan, caller: &caller, verdicts };
 
-    if decision.allowed {
-        let rule = applicable.scopes.iter().find_map(|s| s.rule);
-        state.metrics.decision(Outcome::allowed, policy, Some(plan_id), rule);
-        tracing::debug!(%caller, plan = %plan.name, "allowed");
+    // Dry-run limits never change the answer: they are only reported.
+    let dry_run = report.worst(Mode::DryRun);
+    if let Some(j) = dry_run {
+        tracing::debug!(%caller, plan = %plan.name, rule = rule_name(j.rule), limits = %report.violated_names(Mode::DryRun), "would deny (dry run)");
+    }
+    if allowed {
+        match dry_run {
+            Some(j) => metrics.count(Outcome::dry_run_denied, Some(plan_id), rule_id(j.rule)),
+            None => {
+                let rule = scopes.iter().filter(|s| s.mode == Mode::Enforce).find_map(|s| s.rule);
+                metrics.count(Outcome::allowed, Some(plan_id), rule_id(rule));
+                tracing::debug!(%caller, plan = %plan.name, "allowed");
+            }
+        }
         return response::allowed(&report);
     }
-    let rule = report.denying_rule();
-    // For the logs only: evaluated when the debug level is on.
-    let rule_name = || rule.map_or("-", |r| &*policy.rule(r).name);
-    if applicable.dry_run {
-        state.metrics.decision(Outcome::dry_run_denied, policy, Some(plan_id), rule);
-        tracing::debug!(%caller, plan = %plan.name, rule = rule_name(), limits = %report.violated_names(), "would deny (dry run)");
-        return response::allowed(&report);
-    }
-    state.metrics.decision(Outcome::denied, policy, Some(plan_id), rule);
-    tracing::debug!(%caller, plan = %plan.name, rule = rule_name(), limits = %report.violated_names(), "denied");
+    let rule = report.worst(Mode::Enforce).and_then(|j| j.rule);
+    metrics.count(Outcome::denied, Some(plan_id), rule_id(rule));
+    tracing::debug!(%caller, plan = %plan.name, rule = rule_name(rule), limits = %report.violated_names(Mode::Enforce), "denied");
     response::denied(&report)
 }

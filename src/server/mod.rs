@@ -27,7 +27,7 @@ use crate::clock::Clock;
 use crate::config::{Backend, Config};
 use crate::store::snapshot::SnapshotError;
 use crate::store::{self, Memory, Redis, Store};
-use crate::telemetry::Metrics;
+use crate::telemetry::{Decisions, Metrics};
 
 /// Shared state of a running service; cheap to clone.
 #[derive(Clone, Debug)]
@@ -35,7 +35,8 @@ pub struct AppState(Arc<Inner>);
 
 #[derive(Debug)]
 pub struct Inner {
-    pub config: ArcSwap<Config>,
+    /// The config in force; swapped whole on reload (see [`AppState::install`]).
+    pub config: ArcSwap<Live>,
     pub store: Store,
     pub clock: Clock,
     pub metrics: Metrics,
@@ -48,7 +49,28 @@ impl std::ops::Deref for AppState {
     }
 }
 
+/// A config in force, with what this server builds from it when it is put in force: its
+/// decision counters. Reads as the config.
+#[derive(Debug)]
+pub struct Live {
+    pub config: Config,
+    pub decisions: Decisions,
+}
+
+impl std::ops::Deref for Live {
+    type Target = Config;
+    fn deref(&self) -> &Config {
+        &self.config
+    }
+}
+
 impl AppState {
+    /// Puts `config` in force: checks that start from now on use it.
+    pub fn install(&self, config: Config) {
+        let decisions = self.metrics.decisions(&config.policy);
+        self.config.store(Arc::new(Live { config, decisions }));
+    }
+
     /// State for `config`, with its store built empty. A Redis store starts connecting in the
     /// background, so this must run inside a tokio runtime.
     pub fn new(config: Config, clock: Clock) -> AppState {
@@ -61,11 +83,13 @@ impl AppState {
                 Store::Redis(redis)
             }
         };
+        let metrics = Metrics::new();
+        let decisions = metrics.decisions(&config.policy);
         AppState(Arc::new(Inner {
-            config: ArcSwap::from_pointee(config),
+            config: ArcSwap::from_pointee(Live { config, decisions }),
             store,
             clock,
-            metrics: Metrics::new(),
+            metrics,
         }))
     }
 }

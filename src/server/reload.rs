@@ -53,7 +53,7 @@ pub fn reload(state: &AppState, path: &Path, listen: Option<SocketAddr>) -> bool
                 );
             }
             tracing::info!(summary = %new.summary(), "config reloaded");
-            state.config.store(std::sync::Arc::new(new));
+            state.install(new);
             state.metrics.reload(true);
             true
         }

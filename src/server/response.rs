@@ -20,8 +20,8 @@ use smallvec::SmallVec;
 
 use crate::identity::{Caller, IdentityError};
 use crate::limiter::{Verdict, SECOND};
-use crate::policy::{Plan, RuleId, Scope};
-use crate::store::{Decision, Judged, StoreError};
+use crate::policy::{Mode, Plan};
+use crate::store::{Judged, StoreError};
 
 static X_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
 static X_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
@@ -42,58 +42,52 @@ pub fn ceil_secs(nanos: u64) -> u64 {
     nanos.div_ceil(SECOND)
 }
 
-/// One decided request, for building its answer.
+/// One decided request, for building its answer. Only the enforced verdicts speak in the
+/// answer; the dry-run ones are for logs and metrics.
 pub struct Report<'a> {
     pub plan: &'a Plan,
     pub caller: &'a Caller,
-    pub scopes: &'a [Scope<'a>],
-    pub decision: &'a Decision,
+    /// The store's verdicts, enforced and dry-run, each with its limit.
+    pub verdicts: &'a [Judged<'a>],
 }
 
-impl Report<'_> {
-    fn name(&self, j: &Judged) -> &str {
-        &self.scopes[usize::from(j.scope)].limits[usize::from(j.limit)].name
+impl<'a> Report<'a> {
+    fn enforced(&self) -> impl Iterator<Item = &'a Judged<'a>> {
+        self.verdicts.iter().filter(|j| j.mode == Mode::Enforce)
     }
 
-    fn violated(&self) -> impl Iterator<Item = &Judged> {
-        self.decision.verdicts.iter().filter(|j| !j.verdict.allowed)
+    fn violated(&self, mode: Mode) -> impl Iterator<Item = &'a Judged<'a>> {
+        self.verdicts.iter().filter(move |j| j.mode == mode && !j.verdict.allowed)
     }
 
-    /// The verdict the `X-RateLimit-*` headers speak of: if denied, the violated limit with the
-    /// longest wait; otherwise the limit with the fewest requests left (the latest reset on ties).
-    fn most_constrained(&self) -> Option<&Judged> {
-        if self.decision.allowed {
-            self.decision
-                .verdicts
-                .iter()
-                .min_by_key(|j| (j.verdict.remaining, std::cmp::Reverse(j.verdict.reset)))
-        } else {
-            self.violated().max_by_key(|j| j.verdict.retry_after)
-        }
+    /// The verdict the `X-RateLimit-*` headers of a 200 speak of: the enforced limit with the
+    /// fewest requests left (the latest reset on ties).
+    fn tightest(&self) -> Option<&'a Judged<'a>> {
+        self.enforced().min_by_key(|j| (j.verdict.remaining, std::cmp::Reverse(j.verdict.reset)))
     }
 
-    /// The rule of the violated limit with the longest wait, if it belongs to a rule.
-    pub fn denying_rule(&self) -> Option<RuleId> {
-        let j = self.most_constrained()?;
-        self.scopes[usize::from(j.scope)].rule
+    /// The violated limit of `mode` with the longest wait: for a 429 (enforced), the one its
+    /// headers speak of; for dry run, the one reported.
+    pub fn worst(&self, mode: Mode) -> Option<&'a Judged<'a>> {
+        self.violated(mode).max_by_key(|j| j.verdict.retry_after)
     }
 
-    /// The violated limits' names, comma-separated (for logs), written when displayed.
-    pub fn violated_names(&self) -> ViolatedNames<'_> {
-        ViolatedNames(self)
+    /// The violated limits' names of `mode`, comma-separated (for logs), written when displayed.
+    pub fn violated_names(&self, mode: Mode) -> ViolatedNames<'_> {
+        ViolatedNames(self, mode)
     }
 }
 
 /// See [`Report::violated_names`].
-pub struct ViolatedNames<'a>(&'a Report<'a>);
+pub struct ViolatedNames<'a>(&'a Report<'a>, Mode);
 
 impl fmt::Display for ViolatedNames<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, j) in self.0.violated().enumerate() {
+        for (i, j) in self.0.violated(self.1).enumerate() {
             if i > 0 {
                 f.write_char(',')?;
             }
-            f.write_str(self.0.name(j))?;
+            f.write_str(&j.limit.name)?;
         }
         Ok(())
     }
@@ -178,7 +172,7 @@ pub fn allowed(report: &Report<'_>) -> Response {
     let h = res.headers_mut();
     *h = HeaderMap::with_capacity(ALLOWED_HEADERS);
     identity_headers(h, Some(report.plan), Some(report.caller));
-    if let Some(j) = report.most_constrained() {
+    if let Some(j) = report.tightest() {
         x_ratelimit(h, &j.verdict);
     }
     res
@@ -203,8 +197,8 @@ struct ViolatedList<'a>(&'a Report<'a>);
 
 impl Serialize for ViolatedList<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_seq(self.0.violated().map(|j| Violated {
-            name: self.0.name(j),
+        serializer.collect_seq(self.0.violated(Mode::Enforce).map(|j| Violated {
+            name: &j.limit.name,
             quota: j.verdict.quota,
             retry_after_seconds: ceil_secs(j.verdict.retry_after).max(1),
             window_seconds: ceil_secs(j.verdict.window).max(1),
@@ -229,7 +223,7 @@ struct DeniedDetail<'a> {
 impl fmt::Display for DeniedDetail<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (names, plan, retry_after) =
-            (self.report.violated_names(), &self.report.plan.name, self.retry_after);
+            (self.report.violated_names(Mode::Enforce), &self.report.plan.name, self.retry_after);
         write!(f, "rate limit exceeded ({names}) for plan {plan}; retry in {retry_after} s")
     }
 }
@@ -240,27 +234,27 @@ impl Serialize for DeniedDetail<'_> {
     }
 }
 
-/// 429 for a request over a limit.
+/// 429 for a request over an enforced limit.
 pub fn denied(report: &Report<'_>) -> Response {
     let mut policy = Text::default();
     let mut state = Text::default();
-    for (i, j) in report.decision.verdicts.iter().enumerate() {
+    for (i, j) in report.enforced().enumerate() {
         if i > 0 {
             policy.0.extend_from_slice(b", ");
             state.0.extend_from_slice(b", ");
         }
         let v = &j.verdict;
-        let name = report.name(j);
+        let name = &j.limit.name;
         sf_string(&mut policy, name);
         let _ = write!(policy, ";q={};w={}", v.quota, ceil_secs(v.window).max(1));
         sf_string(&mut state, name);
         let wait = if v.allowed { v.reset } else { v.retry_after };
         let _ = write!(state, ";r={};t={}", v.remaining, ceil_secs(wait));
     }
-    let worst = report.most_constrained().expect("a denied request violates a limit");
-    // Every limit must admit the next request, not only the violated ones: with `count_denied`
-    // this request may have taken an allowed limit's last one.
-    let wait = report.decision.verdicts.iter().map(|j| j.verdict.retry_after).max().unwrap_or(0);
+    let worst = report.worst(Mode::Enforce).expect("a denied request violates an enforced limit");
+    // Every enforced limit must admit the next request, not only the violated ones: with
+    // `count_denied` this request may have taken an allowed limit's last one.
+    let wait = report.enforced().map(|j| j.verdict.retry_after).max().unwrap_or(0);
     let retry_after = ceil_secs(wait).max(1);
     let body = Denied {
         detail: DeniedDetail { report, retry_after },
@@ -332,7 +326,6 @@ pub fn unavailable(e: &StoreError) -> Response {
         StoreError::Unavailable { retry_after } => {
             ceil_secs(u64::try_from(retry_after.as_nanos()).unwrap_or(u64::MAX))
         }
-        StoreError::Protocol => 1,
     }
     .max(1);
     let body = json!({
@@ -376,7 +369,6 @@ mod tests {
         let gcra =
             |burst| Algorithm::Gcra { emission: SECOND, burst: std::num::NonZeroU32::new(burst).unwrap() };
         let limits = [Limit::new("minute", gcra(10)), Limit::new("d\"a\\y", gcra(1000))];
-        let scopes = [Scope { id: 0, rule: None, limits: &limits }];
         let verdict = |allowed, quota, retry_after| Verdict {
             allowed,
             quota,
@@ -385,18 +377,14 @@ mod tests {
             retry_after,
             window: 60 * SECOND,
         };
-        let decision = Decision {
-            allowed: false,
-            verdicts: [
-                Judged { scope: 0, limit: 0, verdict: verdict(false, 10, 41_700_000_000) },
-                Judged { scope: 0, limit: 1, verdict: verdict(false, 1000, 17_000 * SECOND) },
-            ]
-            .into_iter()
-            .collect(),
-        };
+        let judged = |limit, verdict| Judged { limit, rule: None, mode: Mode::Enforce, verdict };
+        let verdicts = [
+            judged(&limits[0], verdict(false, 10, 41_700_000_000)),
+            judged(&limits[1], verdict(false, 1000, 17_000 * SECOND)),
+        ];
         let plan = Plan::new("fr\"ee", false, limits.to_vec());
         let caller = Caller::Token(Key(1));
-        let report = Report { plan: &plan, caller: &caller, scopes: &scopes, decision: &decision };
+        let report = Report { plan: &plan, caller: &caller, verdicts: &verdicts };
         let res = denied(&report);
         let body = futures_body(res);
         let expected = json!({

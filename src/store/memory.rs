@@ -4,7 +4,8 @@
 //! **One lock per check.** The shard is chosen by the caller alone, so every entry a request
 //! touches lives in one shard: a check takes that lock once, checks every limit of every scope
 //! and counts them all-or-nothing (plan minute + plan day + rule minute, say), and two checks
-//! never wait on each other in a cycle. Checking several counters all-or-nothing with atomics
+//! never wait on each other in a cycle. Dry-run scopes are checked under the same lock, each
+//! counted on its own. Checking several counters all-or-nothing with atomics
 //! would either over-count during races or need rollbacks that deny requests spuriously. The
 //! lock is held for a few arithmetic operations and never across `.await`; with 64 shards it is
 //! uncontended except when one caller sends many requests at once, which is exactly when
@@ -29,7 +30,7 @@ use parking_lot::Mutex;
 use rustc_hash::FxBuildHasher;
 use smallvec::SmallVec;
 
-use super::{Counting, Decision, Judged, Scoped};
+use super::{Counting, Decision, Judged, Mode, Scope, Verdicts};
 use crate::identity::Key;
 use crate::limiter::{Limit, Nanos, State};
 
@@ -175,11 +176,18 @@ impl Memory {
         &self.shards[(mixed >> 40) as usize & (self.shards.len() - 1)]
     }
 
-    pub fn check(&self, caller: Key, scopes: &[Scoped<'_>], now: Nanos, counting: Counting) -> Decision {
-        debug_assert!(scopes.windows(2).all(|w| w[0].scope < w[1].scope), "scopes sorted and distinct");
+    /// See [`super::Store::check`].
+    pub fn check<'p>(
+        &self,
+        caller: Key,
+        scopes: &[Scope<'p>],
+        now: Nanos,
+        counting: Counting,
+    ) -> Decision<'p> {
+        debug_assert!(scopes.windows(2).all(|w| w[0].id < w[1].id), "scopes sorted and distinct");
         let halves = [(caller.0 >> 64) as u64, caller.0 as u64];
         let keys: SmallVec<[EntryKey; 4]> =
-            scopes.iter().map(|s| EntryKey { caller: halves, scope: s.scope }).collect();
+            scopes.iter().map(|s| EntryKey { caller: halves, scope: s.id }).collect();
         let mut shard = self.shard(halves).lock();
         shard.clock += 1;
         let tick = shard.clock;
@@ -204,36 +212,50 @@ impl Memory {
         let slots: SmallVec<[usize; 4]> = slots.into_iter().flatten().collect();
         let map = &mut shard.map;
 
-        // Check every limit, then count in all or none, then read each verdict from the state
-        // left behind, so that its wait already holds this request.
+        // Check every limit, then count each scope (the enforced ones all or none, each dry-run
+        // one on its own), then read each verdict from the state left behind, so that its wait
+        // already holds this request.
         let mut admitted: SmallVec<[bool; 8]> = SmallVec::new();
+        let mut enforced_pass = true;
         for (scope, &slot) in scopes.iter().zip(&slots) {
             let states = &mut map[slot].states;
             prune(states, scope.limits);
             for (limit, (_, state)) in scope.limits.iter().zip(states.iter_mut()) {
                 limit.roll(state, now);
-                admitted.push(limit.admits(state, now));
+                let admits = limit.admits(state, now);
+                enforced_pass &= admits || scope.mode == Mode::DryRun;
+                admitted.push(admits);
             }
         }
-        let allowed = admitted.iter().all(|&a| a);
-        let record = allowed || counting == Counting::Everything;
-        let mut decision = Decision { allowed, verdicts: SmallVec::new() };
-        let mut admitted = admitted.into_iter();
-        for (si, (scope, &slot)) in scopes.iter().zip(&slots).enumerate() {
+        let mut verdicts = Verdicts::new();
+        let mut rest = &admitted[..];
+        for (scope, &slot) in scopes.iter().zip(&slots) {
+            let (mine, after) = rest.split_at(scope.limits.len());
+            rest = after;
+            let pass = match scope.mode {
+                Mode::Enforce => enforced_pass,
+                Mode::DryRun => mine.iter().all(|&a| a),
+            };
+            let record = pass || counting == Counting::Everything;
             let entry = &mut map[slot];
             let mut expires = now;
-            for (li, (limit, (_, state))) in scope.limits.iter().zip(entry.states.iter_mut()).enumerate() {
+            for ((limit, (_, state)), &allowed) in scope.limits.iter().zip(entry.states.iter_mut()).zip(mine)
+            {
                 if record {
                     limit.record(state, now);
                 }
-                let verdict = limit.verdict(state, now, admitted.next().expect("one per limit"));
-                decision.verdicts.push(Judged { scope: si as u8, limit: li as u8, verdict });
+                let verdict = limit.verdict(state, now, allowed);
+                verdicts.push(Judged { limit, rule: scope.rule, mode: scope.mode, verdict });
                 expires = expires.max(limit.expires(state));
             }
             entry.expires = expires;
             entry.used = tick;
         }
-        decision
+        if enforced_pass {
+            Decision::Allowed(verdicts)
+        } else {
+            Decision::Denied(verdicts)
+        }
     }
 }
 
@@ -316,7 +338,7 @@ mod tests {
     }
 
     fn hit(memory: &Memory, caller: u128, limits: &[Limit], now: Nanos) -> bool {
-        memory.check(Key(caller), &[Scoped { scope: 0, limits }], now, Counting::AllowedOnly).allowed
+        memory.check(Key(caller), &[Scope::enforced(0, limits)], now, Counting::AllowedOnly).is_allowed()
     }
 
     #[test]
@@ -384,9 +406,9 @@ mod tests {
     fn one_request_with_more_scopes_than_the_store_holds_is_still_counted() {
         let memory = Memory::new(1);
         let limits = [per(1, Window::Day)];
-        let scopes = [Scoped { scope: 0, limits: &limits }, Scoped { scope: 1, limits: &limits }];
-        assert!(memory.check(Key(1), &scopes, NOON, Counting::AllowedOnly).allowed);
-        assert!(!memory.check(Key(1), &scopes, NOON, Counting::AllowedOnly).allowed);
+        let scopes = [Scope::enforced(0, &limits), Scope::enforced(1, &limits)];
+        assert!(memory.check(Key(1), &scopes, NOON, Counting::AllowedOnly).is_allowed());
+        assert!(!memory.check(Key(1), &scopes, NOON, Counting::AllowedOnly).is_allowed());
         // The next caller takes the room back.
         assert!(hit(&memory, 2, &limits, NOON));
         assert_eq!(memory.live_keys(), 1);

@@ -1,5 +1,10 @@
 //! Counters: where the state of every (scope, caller) lives, and the atomic check-and-count of
-//! all limits that apply to one request. Stores know scopes and limits, not plans or rules.
+//! all limits that apply to one request. Stores know scopes and limits, not plans; a scope's
+//! rule is carried into its verdicts untouched.
+//!
+//! A request's enforced scopes are one all-or-nothing set: it is counted in each only if every
+//! enforced limit allows it. Each dry-run scope is checked and counted on its own, as if it
+//! were the only scope, so it never changes the answer nor what the enforced scopes count.
 //!
 //! Backends: [`Memory`] (sharded maps, one process) and [`Redis`] (shared by replicas, with the memory
 //! store as its fallback). The closed set is an `enum`, so the hot path has no dynamic dispatch.
@@ -17,54 +22,76 @@ pub use redis::{Health, Redis};
 
 use crate::identity::Key;
 use crate::limiter::{Limit, Nanos, Verdict};
+use crate::policy::Rule;
+pub use crate::policy::{Mode, Scope};
 
-/// The limits of one scope, as handed to a store.
+/// The verdict of one limit, with the limit it is about and the scope's mode and rule.
 #[derive(Clone, Copy, Debug)]
-pub struct Scoped<'a> {
-    pub scope: u32,
-    pub limits: &'a [Limit],
-}
-
-/// The verdict of one limit, located by its position in the request's scopes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Judged {
-    pub scope: u8,
-    pub limit: u8,
+pub struct Judged<'p> {
+    pub limit: &'p Limit,
+    /// `None` for a plan's own limits.
+    pub rule: Option<&'p Rule>,
+    pub mode: Mode,
     pub verdict: Verdict,
 }
 
-/// A store's answer for one request: allowed only if every limit allowed it.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Decision {
-    pub allowed: bool,
-    pub verdicts: SmallVec<[Judged; 4]>,
+/// Every limit's verdict for one request, scope by scope in the order given to the store:
+/// inline for up to four limits.
+pub type Verdicts<'p> = SmallVec<[Judged<'p>; 4]>;
+
+/// A store's answer for one request.
+#[derive(Clone, Debug)]
+pub enum Decision<'p> {
+    /// Every enforced limit allowed the request (dry-run limits may not have).
+    Allowed(Verdicts<'p>),
+    /// An enforced limit denied it.
+    Denied(Verdicts<'p>),
+    /// The store could not check and `on_error = "allow"` lets the request through.
+    Unchecked,
+}
+
+impl<'p> Decision<'p> {
+    /// Allowed if every enforced verdict allowed the request, else denied.
+    fn of(verdicts: Verdicts<'p>) -> Decision<'p> {
+        let enforced = verdicts.iter().filter(|j| j.mode == Mode::Enforce);
+        if enforced.clone().all(|j| j.verdict.allowed) {
+            Decision::Allowed(verdicts)
+        } else {
+            Decision::Denied(verdicts)
+        }
+    }
+
+    /// Whether the request was checked and every enforced limit allowed it.
+    pub fn is_allowed(&self) -> bool {
+        matches!(self, Decision::Allowed(_))
+    }
+
+    /// The verdicts, enforced and dry-run; none if unchecked.
+    pub fn verdicts(&self) -> &[Judged<'p>] {
+        match self {
+            Decision::Allowed(v) | Decision::Denied(v) => v,
+            Decision::Unchecked => &[],
+        }
+    }
 }
 
 /// What to count.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Counting {
-    /// Count a request only when every limit allows it.
+    /// Count a request in a set of scopes only when every limit of the set allows it.
     AllowedOnly,
     /// Count every request, denied ones too.
     Everything,
 }
 
-/// Why a store gave no decision.
+/// Why a store gave no decision. Every failure to reach or understand Redis is decided by
+/// `on_error`; this is its `"deny"`.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum StoreError {
-    /// Redis cannot answer and `on_error = "deny"`.
+    /// Redis cannot answer (or answered something the script never returns) and
+    /// `on_error = "deny"`.
     #[error("the rate-limit store is unavailable")]
     Unavailable { retry_after: Duration },
-    /// Redis answered something the script never returns.
-    #[error("the rate-limit store gave an unexpected reply")]
-    Protocol,
-}
-
-impl StoreError {
-    /// Whether trying again later may succeed (it may, for both today).
-    pub fn is_transient(&self) -> bool {
-        matches!(self, StoreError::Unavailable { .. } | StoreError::Protocol)
-    }
 }
 
 /// The configured store.
@@ -75,16 +102,17 @@ pub enum Store {
 }
 
 impl Store {
-    /// Checks every limit of `scopes` for `caller` at `now` and, if all allow it (or `counting`
-    /// says so), counts the request in each: atomically, so concurrent requests never get more
-    /// than the limits allow between them.
-    pub async fn check(
+    /// Checks every limit of `scopes` (sorted by id, distinct) for `caller` at `now` and counts
+    /// the request: in the enforced scopes if every enforced limit allows it, in each dry-run
+    /// scope if that scope's limits allow it (in all of them with [`Counting::Everything`]).
+    /// Atomically, so concurrent requests never get more than the limits allow between them.
+    pub async fn check<'p>(
         &self,
         caller: Key,
-        scopes: &[Scoped<'_>],
+        scopes: &[Scope<'p>],
         now: Nanos,
         counting: Counting,
-    ) -> Result<Decision, StoreError> {
+    ) -> Result<Decision<'p>, StoreError> {
         match self {
             Store::Memory(m) => Ok(m.check(caller, scopes, now, counting)),
             Store::Redis(r) => r.check(caller, scopes, now, counting).await,

@@ -10,9 +10,17 @@
 //! `breaker_threshold` consecutive failures it opens, and `breaker_reattempt` later one request
 //! tries Redis again.
 //!
+//! Any failure (no connection, an error, a timeout, a reply the script never gives) counts for
+//! the breaker and is decided by `on_error`.
+//!
+//! The enforced scopes of a request are checked in one call of the script, all or nothing; each
+//! dry-run scope in a call of its own (on the same multiplexed connection), so it is counted on
+//! its own.
+//!
 //! With `local = true`, a denial is remembered in memory until it would end, and requests of that
-//! caller are answered from memory meanwhile, without a round trip. That never admits more than
-//! Redis would; it may deny a little longer only if the config changes meanwhile.
+//! caller with the same limits (and no dry-run scope, which Redis must count each time) are
+//! answered from memory meanwhile, without a round trip. That never admits more than Redis
+//! would; it may deny a little longer only if the config changes meanwhile.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -24,7 +32,7 @@ use redis::cluster_async::ClusterConnection;
 use redis::{Client, IntoConnectionInfo, Script};
 use smallvec::SmallVec;
 
-use super::{Counting, Decision, Judged, Memory, Scoped, StoreError};
+use super::{Counting, Decision, Judged, Memory, Mode, Scope, StoreError, Verdicts};
 use crate::config::{OnError, RedisConfig};
 use crate::identity::Key;
 use crate::limiter::{Algorithm, Nanos, Verdict, SECOND};
@@ -92,8 +100,8 @@ impl Breaker {
 }
 
 /// The local tier. Key: caller and the limits' fingerprint. Value: until when, when decided, the
-/// decision.
-type Denials = moka::sync::Cache<(u128, u64), Arc<(Nanos, Nanos, Decision)>>;
+/// verdicts of the denial (in the order of the limits the fingerprint covers).
+type Denials = moka::sync::Cache<(u128, u64), Arc<(Nanos, Nanos, SmallVec<[Verdict; 4]>)>>;
 
 /// The Redis store.
 pub struct Redis {
@@ -253,20 +261,23 @@ impl Redis {
         format!("{}{{{:032x}}}:{scope:08x}:{limit:08x}", self.config.prefix, caller.0)
     }
 
-    pub async fn check(
+    /// See [`super::Store::check`].
+    pub async fn check<'p>(
         &self,
         caller: Key,
-        scopes: &[Scoped<'_>],
+        scopes: &[Scope<'p>],
         now: Nanos,
         counting: Counting,
-    ) -> Result<Decision, StoreError> {
+    ) -> Result<Decision<'p>, StoreError> {
+        let dry_run = scopes.iter().any(|s| s.mode == Mode::DryRun);
+        let local = self.denials.as_ref().filter(|_| !dry_run);
         // Only the local tier needs to tell limit sets apart.
-        let fingerprint = if self.denials.is_some() { scopes_fingerprint(scopes) } else { 0 };
-        if let Some(denials) = &self.denials {
+        let fingerprint = if local.is_some() { scopes_fingerprint(scopes) } else { 0 };
+        if let Some(denials) = local {
             if let Some(hit) = denials.get(&(caller.0, fingerprint)) {
-                let (until, decided, decision) = &*hit;
+                let (until, decided, verdicts) = &*hit;
                 if now < *until {
-                    return Ok(shifted(decision, now.saturating_sub(*decided)));
+                    return Ok(replayed(verdicts, scopes, now.saturating_sub(*decided)));
                 }
                 denials.invalidate(&(caller.0, fingerprint));
             }
@@ -275,6 +286,48 @@ impl Redis {
             Some(conn) if self.breaker.allows(now) => conn,
             _ => return self.fallback(caller, scopes, now, counting),
         };
+        let mut verdicts = Verdicts::new();
+        let enforced = || scopes.iter().filter(|s| s.mode == Mode::Enforce);
+        if enforced().next().is_some() {
+            if let Err(why) = self.call(&conn, caller, enforced(), now, counting, &mut verdicts).await {
+                return self.failed(&why, caller, scopes, now, counting);
+            }
+        }
+        for scope in scopes.iter().filter(|s| s.mode == Mode::DryRun) {
+            if let Err(why) =
+                self.call(&conn, caller, std::iter::once(scope), now, counting, &mut verdicts).await
+            {
+                return self.failed(&why, caller, scopes, now, counting);
+            }
+        }
+        if self.breaker.success() {
+            tracing::info!(redis = %self.describe(), "store: redis answers again; breaker closed");
+        }
+        let decision = Decision::of(verdicts);
+        if let (Some(denials), Decision::Denied(verdicts)) = (local, &decision) {
+            if counting == Counting::AllowedOnly {
+                let wait =
+                    verdicts.iter().filter(|j| !j.verdict.allowed).map(|j| j.verdict.retry_after).max();
+                if let Some(wait) = wait {
+                    let kept = verdicts.iter().map(|j| j.verdict).collect();
+                    denials.insert((caller.0, fingerprint), Arc::new((now + wait, now, kept)));
+                }
+            }
+        }
+        Ok(decision)
+    }
+
+    /// One call of the script for `group`, whose scopes are checked and counted all or nothing;
+    /// their verdicts are appended to `out`. `Err` says why Redis gave no usable answer.
+    async fn call<'a, 'p: 'a>(
+        &self,
+        conn: &Conn,
+        caller: Key,
+        group: impl Iterator<Item = &'a Scope<'p>> + Clone,
+        now: Nanos,
+        counting: Counting,
+        out: &mut Verdicts<'p>,
+    ) -> Result<(), String> {
         let mut invocation = self.script.prepare_invoke();
         invocation.arg(if counting == Counting::Everything { "1" } else { "0" });
         if self.caller_clock {
@@ -282,9 +335,9 @@ impl Redis {
         } else {
             invocation.arg("");
         }
-        for s in scopes {
+        for s in group.clone() {
             for l in s.limits {
-                invocation.key(self.key(caller, s.scope, l.id));
+                invocation.key(self.key(caller, s.id, l.id));
                 let (kind, quota, a, b) = match l.algorithm {
                     Algorithm::Fixed { requests, window } | Algorithm::Sliding { requests, window } => {
                         let (len, off) = window.alignment().unwrap_or((0, 0));
@@ -297,7 +350,7 @@ impl Redis {
             }
         }
         let reply = {
-            let mut conn = (*conn).clone();
+            let mut conn = conn.clone();
             let call = async {
                 match &mut conn {
                     Conn::Single(c) => invocation.invoke_async::<Vec<i64>>(c).await,
@@ -308,40 +361,21 @@ impl Redis {
         };
         let reply = match reply {
             Ok(Ok(reply)) => reply,
-            Ok(Err(e)) => return self.failed(&e.to_string(), caller, scopes, now, counting),
-            Err(_) => {
-                let why = format!("no answer within {:?}", self.config.command_timeout);
-                return self.failed(&why, caller, scopes, now, counting);
-            }
+            Ok(Err(e)) => return Err(e.to_string()),
+            Err(_) => return Err(format!("no answer within {:?}", self.config.command_timeout)),
         };
-        if self.breaker.success() {
-            tracing::info!(redis = %self.describe(), "store: redis answers again; breaker closed");
-        }
-        let decision = parse(&reply, scopes).ok_or(StoreError::Protocol)?;
-        if let (Some(denials), false) = (&self.denials, decision.allowed) {
-            if counting == Counting::AllowedOnly {
-                let wait = decision
-                    .verdicts
-                    .iter()
-                    .filter(|j| !j.verdict.allowed)
-                    .map(|j| j.verdict.retry_after)
-                    .max();
-                if let Some(wait) = wait {
-                    denials.insert((caller.0, fingerprint), Arc::new((now + wait, now, decision.clone())));
-                }
-            }
-        }
-        Ok(decision)
+        parse(&reply, group, out)
+            .ok_or_else(|| format!("the script gave a reply it never gives ({} values)", reply.len()))
     }
 
-    fn failed(
+    fn failed<'p>(
         &self,
         why: &str,
         caller: Key,
-        scopes: &[Scoped<'_>],
+        scopes: &[Scope<'p>],
         now: Nanos,
         counting: Counting,
-    ) -> Result<Decision, StoreError> {
+    ) -> Result<Decision<'p>, StoreError> {
         self.errors.fetch_add(1, Ordering::Relaxed);
         if self.breaker.failure(now) {
             tracing::warn!(
@@ -357,16 +391,16 @@ impl Redis {
         self.fallback(caller, scopes, now, counting)
     }
 
-    fn fallback(
+    fn fallback<'p>(
         &self,
         caller: Key,
-        scopes: &[Scoped<'_>],
+        scopes: &[Scope<'p>],
         now: Nanos,
         counting: Counting,
-    ) -> Result<Decision, StoreError> {
+    ) -> Result<Decision<'p>, StoreError> {
         match self.config.on_error {
             OnError::Local => Ok(self.fallback.check(caller, scopes, now, counting)),
-            OnError::Allow => Ok(Decision { allowed: true, verdicts: SmallVec::new() }),
+            OnError::Allow => Ok(Decision::Unchecked),
             OnError::Deny => Err(StoreError::Unavailable { retry_after: self.config.breaker_reattempt }),
         }
     }
@@ -374,10 +408,10 @@ impl Redis {
 
 /// Identifies the set of limits a decision was made for, so a remembered denial is only reused
 /// for requests with the same limits.
-fn scopes_fingerprint(scopes: &[Scoped<'_>]) -> u64 {
+fn scopes_fingerprint(scopes: &[Scope<'_>]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for s in scopes {
-        for x in std::iter::once(s.scope)
+        for x in std::iter::once(s.id)
             .chain(s.limits.iter().map(|l| l.id))
             .chain(s.limits.iter().map(|l| l.quota()))
         {
@@ -387,29 +421,39 @@ fn scopes_fingerprint(scopes: &[Scoped<'_>]) -> u64 {
     h
 }
 
-/// A remembered denial, `elapsed` nanoseconds later: waits shortened by the time passed.
-fn shifted(decision: &Decision, elapsed: Nanos) -> Decision {
-    let mut d = decision.clone();
-    for j in &mut d.verdicts {
-        j.verdict.reset = j.verdict.reset.saturating_sub(elapsed);
-        if !j.verdict.allowed {
-            j.verdict.retry_after = j.verdict.retry_after.saturating_sub(elapsed).max(1);
+/// A remembered denial, `elapsed` nanoseconds later, for `scopes` (the enforced scopes the
+/// denial's fingerprint covers): waits shortened by the time passed.
+fn replayed<'p>(verdicts: &[Verdict], scopes: &[Scope<'p>], elapsed: Nanos) -> Decision<'p> {
+    let limits = scopes.iter().flat_map(|s| s.limits.iter().map(move |l| (s, l)));
+    let judged = limits.zip(verdicts).map(|((scope, limit), v)| {
+        let mut verdict = *v;
+        verdict.reset = verdict.reset.saturating_sub(elapsed);
+        if !verdict.allowed {
+            verdict.retry_after = verdict.retry_after.saturating_sub(elapsed).max(1);
         }
-    }
-    d
+        Judged { limit, rule: scope.rule, mode: scope.mode, verdict }
+    });
+    Decision::Denied(judged.collect())
 }
 
-fn parse(reply: &[i64], scopes: &[Scoped<'_>]) -> Option<Decision> {
-    let n: usize = scopes.iter().map(|s| s.limits.len()).sum();
-    if reply.len() != 1 + 5 * n {
+/// Reads the script's reply for `group` into `out`; `None` if it is not a reply the script gives.
+fn parse<'a, 'p: 'a>(
+    reply: &[i64],
+    group: impl Iterator<Item = &'a Scope<'p>> + Clone,
+    out: &mut Verdicts<'p>,
+) -> Option<()> {
+    let n: usize = group.clone().map(|s| s.limits.len()).sum();
+    if reply.len() != 1 + 5 * n || !matches!(reply[0], 0 | 1) {
         return None;
     }
+    let all = reply[0] == 1;
     let nanos = |v: i64| u64::try_from(v).ok();
-    let mut decision = Decision { allowed: reply[0] == 1, verdicts: SmallVec::new() };
     let mut fields = reply[1..].chunks_exact(5);
-    for (si, s) in scopes.iter().enumerate() {
-        for (li, limit) in s.limits.iter().enumerate() {
+    let mut every = true;
+    for s in group {
+        for limit in s.limits {
             let f = fields.next()?;
+            every &= f[0] == 1;
             let verdict = Verdict {
                 allowed: f[0] == 1,
                 quota: limit.quota(),
@@ -418,8 +462,8 @@ fn parse(reply: &[i64], scopes: &[Scoped<'_>]) -> Option<Decision> {
                 retry_after: nanos(f[3])?,
                 window: nanos(f[4])?,
             };
-            decision.verdicts.push(Judged { scope: si as u8, limit: li as u8, verdict });
+            out.push(Judged { limit, rule: s.rule, mode: s.mode, verdict });
         }
     }
-    Some(decision)
+    (every == all).then_some(())
 }

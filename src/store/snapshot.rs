@@ -383,7 +383,7 @@ mod tests {
     use super::*;
     use crate::identity::Key;
     use crate::limiter::{Algorithm, Limit, Window, SECOND};
-    use crate::store::{Counting, Scoped};
+    use crate::store::{Counting, Scope};
 
     /// 2026-03-10T12:00:00Z.
     const NOW: Nanos = 1_773_144_000 * SECOND;
@@ -396,7 +396,7 @@ mod tests {
     }
 
     fn hit(memory: &Memory, caller: u128, limits: &[Limit], now: Nanos) -> bool {
-        memory.check(Key(caller), &[Scoped { scope: 0, limits }], now, Counting::AllowedOnly).allowed
+        memory.check(Key(caller), &[Scope::enforced(0, limits)], now, Counting::AllowedOnly).is_allowed()
     }
 
     /// A store where callers 1..=n have made one request each and caller 1 two more.
