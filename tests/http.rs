@@ -385,6 +385,82 @@ async fn dry_run_decides_but_lets_everything_through() {
     );
 }
 
+/// The decision counters in `metrics`, one line each.
+fn decision_lines(metrics: &str) -> Vec<&str> {
+    let mut lines: Vec<&str> =
+        metrics.lines().filter(|l| l.starts_with("quotagate_decisions_total")).collect();
+    lines.sort_unstable();
+    lines
+}
+
+#[tokio::test]
+async fn a_dry_run_rule_never_switches_off_the_plans_limits() {
+    let config = "[plans.free]\nlimits = [{ requests = 5, per = \"day\" }]\n\
+        [[rules]]\nname = \"new\"\npath_prefix = \"/new\"\ndry_run = true\n\
+        limits.free = [{ requests = 1, per = \"day\" }]";
+    let h = Harness::new(config);
+    let auth = [("authorization", "Bearer probe")];
+    let mut statuses = Vec::new();
+    for i in 0..12u32 {
+        let a = h.check("GET", "/new/x", &auth).await;
+        if a.status == StatusCode::OK {
+            // The plan's headers, as if the rule did not exist.
+            assert_eq!(a.header("x-ratelimit-limit"), "5", "request {i}");
+            assert_eq!(a.header("x-ratelimit-remaining"), (4 - i).to_string(), "request {i}");
+        } else {
+            assert_eq!(a.header("ratelimit-policy"), r#""day";q=5;w=86400"#, "only enforced limits speak");
+            assert_eq!(a.json()["violated"][0]["name"], "day");
+        }
+        statuses.push(a.status.as_u16());
+    }
+    assert_eq!(statuses, [[200; 5].as_slice(), &[429; 7]].concat());
+    let metrics = h.get("/metrics").await.body;
+    assert_eq!(
+        decision_lines(&metrics),
+        [
+            r#"quotagate_decisions_total{outcome="allowed",plan="free",rule="-"} 1"#,
+            r#"quotagate_decisions_total{outcome="denied",plan="free",rule="-"} 7"#,
+            r#"quotagate_decisions_total{outcome="dry_run_denied",plan="free",rule="new"} 4"#,
+        ],
+        "in\n{metrics}"
+    );
+    // The rule counted on its own: enforced after a reload (same name, same counters), it denies
+    // at once although the plan now has room.
+    let enforced =
+        config.replace("dry_run = true", "dry_run = false").replace("requests = 5", "requests = 100");
+    h.state.install(Config::parse(&enforced, "enforced.toml", None).unwrap());
+    let a = h.check("GET", "/new/x", &auth).await;
+    assert_eq!(a.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(a.json()["violated"][0]["name"], "new.day");
+}
+
+#[tokio::test]
+async fn three_hundred_matching_rules_are_each_named_in_the_denial() {
+    // More scopes than a u8 can count: each verdict still names its own limit.
+    let mut config = String::from("[plans.free]\nlimits = [{ requests = 100, per = \"day\" }]\n");
+    for i in 0..300 {
+        config += &format!("[[rules]]\nname = \"r{i}\"\npath_prefix = \"/many\"\nlimits.\"*\" = [{{ requests = 1, per = \"day\" }}]\n");
+    }
+    let h = Harness::new(&config);
+    let auth = [("authorization", "Bearer many")];
+    assert_eq!(h.check("GET", "/many/x", &auth).await.status, StatusCode::OK);
+    let a = h.check("GET", "/many/x", &auth).await;
+    assert_eq!(a.status, StatusCode::TOO_MANY_REQUESTS);
+    let mut violated: Vec<String> = a.json()["violated"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap().to_owned())
+        .collect();
+    violated.sort_unstable();
+    let mut expected: Vec<String> = (0..300).map(|i| format!("r{i}.day")).collect();
+    expected.sort_unstable();
+    assert_eq!(violated, expected);
+    let policy = a.header("ratelimit-policy");
+    assert_eq!(policy.split(", ").count(), 301, "the plan's limit and every rule's");
+    assert!(policy.contains(r#""day";q=100;w=86400"#) && policy.contains(r#""r299.day";q=1;w=86400"#));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn exactly_ten_of_two_hundred_concurrent_requests_pass() {
     let h = Arc::new(Harness::new(CONTRACT));

@@ -10,7 +10,7 @@ use std::num::NonZeroU32;
 use proptest::prelude::*;
 use quotagate::identity::Key;
 use quotagate::limiter::{Algorithm, Limit, Nanos, State, Verdict, Window, SECOND};
-use quotagate::store::{Counting, Memory, Scoped};
+use quotagate::store::{Counting, Memory, Scope};
 
 /// 2026-01-01 00:00:00 UTC; cases start somewhere in the two years after it.
 const T0: Nanos = 1_767_225_600 * SECOND;
@@ -263,22 +263,22 @@ fn a_client_obeying_retry_after_is_admitted_when_denials_count() {
         windowed(2, Window::Month, false),
     ] {
         let limits = [limit];
-        let scopes = [Scoped { scope: 0, limits: &limits }];
+        let scopes = [Scope::enforced(0, &limits)];
         let who = Key(u128::from(limits[0].id));
         let mut now = T0 + 123_456_789;
         for round in 0..4 {
             // Hammer until denied, then wait exactly Retry-After (whole seconds).
             let denied = loop {
                 let d = store.check(who, &scopes, now, Counting::Everything);
-                if !d.allowed {
+                if !d.is_allowed() {
                     break d;
                 }
             };
-            let wait = denied.verdicts.iter().map(|j| j.verdict.retry_after).max().unwrap();
+            let wait = denied.verdicts().iter().map(|j| j.verdict.retry_after).max().unwrap();
             now += wait.div_ceil(SECOND) * SECOND;
             let d = store.check(who, &scopes, now, Counting::Everything);
             assert!(
-                d.allowed,
+                d.is_allowed(),
                 "{}: round {round}: denied after obeying Retry-After ({wait} ns)",
                 limits[0].name
             );

@@ -18,7 +18,7 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config as Cases, TestCaseError, TestRunner};
 use quotagate::identity::Key;
 use quotagate::limiter::{Algorithm, Limit, Nanos, State, Window, MAX_SPAN, SECOND};
-use quotagate::store::{Counting, Decision, Memory, Redis, Scoped, Store};
+use quotagate::store::{Counting, Decision, Memory, Mode, Redis, Scope, Store};
 use support::RedisServer;
 
 /// 2026-01-01 00:00:00 UTC; cases start somewhere in the two years after it.
@@ -89,10 +89,12 @@ fn gap() -> impl Strategy<Value = Nanos> {
 
 /// A request: the gap before it, or how it misses the wait it was told (a client obeying
 /// `retry_after` lands where quotients are exact: one nanosecond early, on time, or one late);
-/// which of the case's scopes apply (a bit mask); whether denied requests count.
-fn steps() -> impl Strategy<Value = Vec<(Result<Nanos, i8>, u8, bool)>> {
+/// which of the case's scopes apply, and which of those are dry-run (bit masks); whether denied
+/// requests count.
+fn steps() -> impl Strategy<Value = Vec<(Result<Nanos, i8>, u8, u8, bool)>> {
     let when = prop_oneof![3 => gap().prop_map(Ok), 1 => (-1i8..=1).prop_map(Err)];
-    prop::collection::vec((when, any::<u8>(), any::<bool>()), 1..40)
+    let dry_run = prop_oneof![3 => Just(0u8), 1 => any::<u8>()];
+    prop::collection::vec((when, any::<u8>(), dry_run, any::<bool>()), 1..40)
 }
 
 fn start() -> impl Strategy<Value = Nanos> {
@@ -118,14 +120,14 @@ impl Stores {
         Stores { runtime, memory: Store::Memory(Memory::new(100_000)), redis: Store::Redis(redis), server }
     }
 
-    fn check(
+    fn check<'p>(
         &self,
         store: &Store,
         who: Key,
-        scopes: &[Scoped<'_>],
+        scopes: &[Scope<'p>],
         now: Nanos,
         counting: Counting,
-    ) -> Decision {
+    ) -> Decision<'p> {
         self.runtime.block_on(store.check(who, scopes, now, counting)).expect("the store decides")
     }
 }
@@ -149,7 +151,7 @@ fn memory_and_redis_decide_every_sequence_identically() {
             caller.set(caller.get() + 1);
             let who = Key(caller.get());
             let mut wait = 0;
-            for (when, mask, count_denied) in steps {
+            for (when, mask, dry_run, count_denied) in steps {
                 now = match when {
                     Ok(gap) => now + gap,
                     Err(miss) => (now + wait).saturating_add_signed(miss.into()).max(now),
@@ -158,18 +160,19 @@ fn memory_and_redis_decide_every_sequence_identically() {
                     0 => 1,
                     m => m,
                 };
-                let scopes: Vec<Scoped<'_>> = pool
+                let mode = |i: usize| if dry_run & (1 << i) != 0 { Mode::DryRun } else { Mode::Enforce };
+                let scopes: Vec<Scope<'_>> = pool
                     .iter()
                     .enumerate()
                     .filter(|(i, _)| mask & (1 << i) != 0)
-                    .map(|(_, (scope, limits))| Scoped { scope: *scope, limits })
+                    .map(|(i, (id, limits))| Scope { id: *id, mode: mode(i), rule: None, limits })
                     .collect();
                 let counting = counting(count_denied);
                 let memory = stores.check(&stores.memory, who, &scopes, now, counting);
                 let redis = stores.check(&stores.redis, who, &scopes, now, counting);
                 checks.set(checks.get() + 1);
                 prop_assert_eq!(&memory, &redis, "at {} ({:?}) for {:?}", now, counting, scopes);
-                wait = memory.verdicts.iter().map(|j| j.verdict.retry_after).max().unwrap_or(0);
+                wait = memory.verdicts().iter().map(|j| j.verdict.retry_after).max().unwrap_or(0);
             }
             Ok(())
         })
@@ -230,8 +233,8 @@ fn the_script_agrees_with_the_limiter_from_extreme_states() {
             let caller = next.get();
             let mut conn = direct.borrow_mut();
             let (redis, verdict) = seeded(&stores, &mut conn, caller, &limit, now, state, count_denied);
-            prop_assert_eq!(redis.allowed, verdict.allowed);
-            prop_assert_eq!(redis.verdicts[0].verdict, verdict, "{:?} from {:?} at {}", limit, state, now);
+            prop_assert_eq!(redis.is_allowed(), verdict.allowed);
+            prop_assert_eq!(redis.verdicts()[0].verdict, verdict, "{:?} from {:?} at {}", limit, state, now);
             Ok(())
         })
         .map_err(|e| TestCaseError::fail(e.to_string()))
@@ -240,17 +243,17 @@ fn the_script_agrees_with_the_limiter_from_extreme_states() {
 
 /// Seeds `state` into the Redis store's key for `limit` (scope 3) and checks once at `now`;
 /// returns Redis's verdict and the limiter's.
-fn seeded(
+fn seeded<'l>(
     stores: &Stores,
     conn: &mut redis::Connection,
     caller: u128,
-    limit: &Limit,
+    limit: &'l Limit,
     now: Nanos,
     state: State,
     count_denied: bool,
-) -> (Decision, quotagate::limiter::Verdict) {
+) -> (Decision<'l>, quotagate::limiter::Verdict) {
     let limits = std::slice::from_ref(limit);
-    let scopes = [Scoped { scope: 3, limits }];
+    let scopes = [Scope::enforced(3, limits)];
     // A first check makes the key; then its fields are overwritten with the state.
     stores.check(&stores.redis, Key(caller), &scopes, now, Counting::AllowedOnly);
     let key = format!("quotagate:{{{caller:032x}}}:{:08x}:{:08x}", 3, limit.id);
@@ -287,7 +290,7 @@ fn a_weight_on_an_exact_quotient_is_not_rounded_up() {
     let (redis, expected) =
         seeded(&stores, &mut conn, 99, &limit, now, State { at: end, count: 0, previous: 25 }, false);
     assert_eq!(expected.remaining, 40 - 7 - 1);
-    assert_eq!(redis.verdicts[0].verdict, expected);
+    assert_eq!(redis.verdicts()[0].verdict, expected);
 }
 
 #[test]
@@ -297,14 +300,14 @@ fn a_key_written_in_microseconds_keeps_its_counts() {
     let mut conn = redis::Client::open(stores.server.url()).unwrap().get_connection().unwrap();
     let limits =
         [Limit::new("day", Algorithm::Fixed { requests: NonZeroU32::new(10).unwrap(), window: Window::Day })];
-    let scopes = [Scoped { scope: 3, limits: &limits }];
+    let scopes = [Scope::enforced(3, &limits)];
     let now = T0 + 3_600 * SECOND + 5;
     let key = format!("quotagate:{{{:032x}}}:{:08x}:{:08x}", 7, 3, limits[0].id);
     let end_us = Window::Day.bounds(now).1 / 1_000;
     let _: () =
         redis::cmd("HSET").arg(&key).arg(&[("a", end_us), ("c", 4), ("p", 0)]).query(&mut conn).unwrap();
     let d = stores.check(&stores.redis, Key(7), &scopes, now, Counting::AllowedOnly);
-    assert!(d.allowed);
-    assert_eq!(d.verdicts[0].verdict.remaining, 5, "4 counted before, and this one");
-    assert_eq!(d.verdicts[0].verdict.reset, Window::Day.bounds(now).1 - now);
+    assert!(d.is_allowed());
+    assert_eq!(d.verdicts()[0].verdict.remaining, 5, "4 counted before, and this one");
+    assert_eq!(d.verdicts()[0].verdict.reset, Window::Day.bounds(now).1 - now);
 }

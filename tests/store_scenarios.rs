@@ -8,9 +8,10 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use quotagate::config::OnError;
 use quotagate::identity::Key;
 use quotagate::limiter::{Algorithm, Limit, Nanos, Window, SECOND};
-use quotagate::store::{Counting, Decision, Memory, Redis, Scope, Store};
+use quotagate::store::{Counting, Decision, Health, Memory, Mode, Redis, Scope, Store, StoreError};
 use support::{RedisCluster, RedisServer};
 
 fn now() -> Nanos {
@@ -151,12 +152,37 @@ async fn scenarios(store: Arc<Store>) {
     assert!(d.verdicts()[1].verdict.allowed);
     assert_eq!(d.verdicts()[1].verdict.remaining, 1, "uncounted");
     assert_eq!(d.verdicts()[1].verdict.window, month.1 - month.0);
+
+    // Dry-run scopes are checked and counted each on its own: they never decide the answer nor
+    // keep the enforced scope from counting, and they count what the enforced scope denies.
+    let plan = vec![fixed("day", 5, Window::Day)];
+    let strict = vec![fixed("strict.day", 1, Window::Day)];
+    let loose = vec![fixed("loose.day", 20, Window::Day)];
+    let dry_run = |id, limits| Scope { id, mode: Mode::DryRun, rule: None, limits };
+    let scopes = [Scope::enforced(0, &plan), dry_run(7, &strict), dry_run(9, &loose)];
+    let who = caller();
+    for k in 1..=12u32 {
+        let d = check(&store, who, &scopes, Counting::AllowedOnly).await;
+        assert_eq!(d.is_allowed(), k <= 5, "request {k}: the plan alone decides");
+        let verdict = |name: &str| d.verdicts().iter().find(|j| &*j.limit.name == name).expect(name).verdict;
+        if k <= 5 {
+            assert_eq!(verdict("day").remaining, 5 - k, "request {k}: the plan counted it");
+        }
+        assert_eq!(verdict("strict.day").allowed, k == 1, "request {k}");
+        assert_eq!(verdict("loose.day").remaining, 20 - k, "request {k}: counted on its own");
+    }
+    let d = check(&store, who, &[Scope::enforced(9, &loose)], Counting::AllowedOnly).await;
+    assert_eq!(d.verdicts()[0].verdict.remaining, 20 - 13, "the dry-run scope counted all twelve");
 }
 
 async fn connected(config: quotagate::config::RedisConfig) -> Arc<Store> {
+    Arc::new(Store::Redis(connected_redis(config).await))
+}
+
+async fn connected_redis(config: quotagate::config::RedisConfig) -> Arc<Redis> {
     let redis = Arc::new(Redis::new(config, 1000));
     tokio::time::timeout(Duration::from_secs(10), redis.clone().connect()).await.expect("connects");
-    Arc::new(Store::Redis(redis))
+    redis
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -184,4 +210,40 @@ async fn a_redis_cluster_passes_every_scenario() {
     let urls: Vec<String> = cluster.urls().iter().map(|u| format!("\"{u}\"")).collect();
     scenarios(connected(support::redis::store_config(&format!("cluster = [{}]", urls.join(", ")))).await)
         .await;
+}
+
+#[tokio::test]
+async fn a_reply_the_script_never_gives_is_a_failure_decided_by_on_error() {
+    let server = RedisServer::start();
+    let limits = vec![fixed("day", 3, Window::Day)];
+    for on_error in [OnError::Local, OnError::Allow, OnError::Deny] {
+        let mut config = support::redis::store_config(&format!("url = \"{}\"", server.url()));
+        (config.on_error, config.breaker_threshold) = (on_error, 1);
+        let redis = connected_redis(config).await;
+        let store = Store::Redis(redis.clone());
+        let who = caller();
+        // A counter the script did not write (a foreign key under the prefix, or a corrupted
+        // one): the script then answers a remaining count no limit can have.
+        let key = format!("quotagate:{{{:032x}}}:{:08x}:{:08x}", who.0, 0, limits[0].id);
+        server.cli(&["HSET", &key, "a", "1e18", "c", "-1e30", "p", "0"]);
+        let got = store.check(who, &[Scope::enforced(0, &limits)], now(), Counting::AllowedOnly).await;
+        match on_error {
+            OnError::Local => match got {
+                Ok(Decision::Allowed(v)) => {
+                    assert_eq!(v[0].verdict.remaining, 2, "the memory fallback decided")
+                }
+                other => panic!("on_error = local: {other:?}"),
+            },
+            OnError::Allow => assert!(matches!(got, Ok(Decision::Unchecked)), "on_error = allow: {got:?}"),
+            OnError::Deny => {
+                assert!(matches!(got, Err(StoreError::Unavailable { .. })), "on_error = deny: {got:?}")
+            }
+        }
+        assert_eq!(redis.errors(), 1, "on_error = {on_error:?}: counted as a failed command");
+        assert_eq!(
+            redis.health(),
+            Health::Down,
+            "on_error = {on_error:?}: the breaker counted it (threshold 1)"
+        );
+    }
 }

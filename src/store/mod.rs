@@ -35,12 +35,25 @@ pub struct Judged<'p> {
     pub verdict: Verdict,
 }
 
+/// Equal verdicts on equal limits, of the same mode and the very same rule.
+impl PartialEq for Judged<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        let same_rule = match (self.rule, other.rule) {
+            (Some(a), Some(b)) => std::ptr::eq(a, b),
+            (a, b) => a.is_none() && b.is_none(),
+        };
+        self.limit == other.limit && same_rule && self.mode == other.mode && self.verdict == other.verdict
+    }
+}
+
+impl Eq for Judged<'_> {}
+
 /// Every limit's verdict for one request, scope by scope in the order given to the store:
 /// inline for up to four limits.
 pub type Verdicts<'p> = SmallVec<[Judged<'p>; 4]>;
 
 /// A store's answer for one request.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Decision<'p> {
     /// Every enforced limit allowed the request (dry-run limits may not have).
     Allowed(Verdicts<'p>),

@@ -303,6 +303,9 @@ impl Redis {
         if self.breaker.success() {
             tracing::info!(redis = %self.describe(), "store: redis answers again; breaker closed");
         }
+        if dry_run {
+            verdicts = in_scope_order(verdicts, scopes);
+        }
         let decision = Decision::of(verdicts);
         if let (Some(denials), Decision::Denied(verdicts)) = (local, &decision) {
             if counting == Counting::AllowedOnly {
@@ -434,6 +437,20 @@ fn replayed<'p>(verdicts: &[Verdict], scopes: &[Scope<'p>], elapsed: Nanos) -> D
         Judged { limit, rule: scope.rule, mode: scope.mode, verdict }
     });
     Decision::Denied(judged.collect())
+}
+
+/// `verdicts` (the enforced scopes' first, then each dry-run scope's, as the calls were made)
+/// put back in the order of `scopes`, as every store gives them.
+fn in_scope_order<'p>(verdicts: Verdicts<'p>, scopes: &[Scope<'p>]) -> Verdicts<'p> {
+    let enforced: usize = scopes.iter().filter(|s| s.mode == Mode::Enforce).map(|s| s.limits.len()).sum();
+    let (mut e, mut d) = (0, enforced);
+    let mut ordered = Verdicts::new();
+    for s in scopes {
+        let at = if s.mode == Mode::Enforce { &mut e } else { &mut d };
+        ordered.extend_from_slice(&verdicts[*at..*at + s.limits.len()]);
+        *at += s.limits.len();
+    }
+    ordered
 }
 
 /// Reads the script's reply for `group` into `out`; `None` if it is not a reply the script gives.
