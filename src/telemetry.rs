@@ -88,6 +88,19 @@ pub enum Outcome {
 
 impl Outcome {
     const COUNT: usize = 9;
+
+    /// Every outcome, in declaration order.
+    pub const ALL: [Outcome; Outcome::COUNT] = [
+        Outcome::allowed,
+        Outcome::denied,
+        Outcome::dry_run_denied,
+        Outcome::exempt,
+        Outcome::unlimited,
+        Outcome::allow_listed,
+        Outcome::rejected,
+        Outcome::unavailable,
+        Outcome::unchecked,
+    ];
 }
 
 /// Rules beyond this index take the family path: a plan's table stays under 150 KB.
@@ -347,5 +360,24 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcomes_are_listed_in_order_and_the_readme_names_each() {
+        for (i, o) in Outcome::ALL.iter().enumerate() {
+            assert_eq!(*o as usize, i);
+        }
+        let readme = include_str!("../README.md");
+        let (_, after) =
+            readme.split_once("quotagate_decisions_total{outcome,plan,rule}").expect("the metrics list");
+        let (list, _) = after.split_once("quotagate_check_duration_seconds").expect("the next metric");
+        for o in Outcome::ALL {
+            assert!(list.contains(&format!("`{o:?}`")), "the README's outcome list lacks {o:?}");
+        }
     }
 }

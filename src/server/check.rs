@@ -14,7 +14,7 @@ use axum::response::Response;
 
 use super::response::{self, Report};
 use super::{AppState, Live};
-use crate::policy::{Applicable, Mode, Rule};
+use crate::policy::{Applicable, Mode, Rule, RuleId};
 use crate::request::Forwarded;
 use crate::store::{Counting, Decision};
 use crate::telemetry::Outcome;
@@ -33,15 +33,6 @@ pub async fn check(State(state): State<AppState>, req: Request) -> Response {
     let response = decide(&state, &live, &parts.headers, &forwarded, peer).await;
     state.metrics.check_took(started.elapsed());
     response
-}
-
-fn rule_id(rule: Option<&Rule>) -> Option<crate::policy::RuleId> {
-    rule.map(|r| r.id)
-}
-
-/// For the logs only: evaluated when the debug level is on.
-fn rule_name(rule: Option<&Rule>) -> &str {
-    rule.map_or("-", |r| &r.name)
 }
 
 async fn decide(
@@ -129,4 +120,14 @@ async fn decide(
     metrics.count(Outcome::denied, Some(plan_id), rule_id(rule));
     tracing::debug!(%caller, plan = %plan.name, rule = rule_name(rule), limits = %report.violated_names(Mode::Enforce), "denied");
     response::denied(&report)
+}
+
+/// The rule label of a decision metric.
+fn rule_id(rule: Option<&Rule>) -> Option<RuleId> {
+    rule.map(|r| r.id)
+}
+
+/// For the logs: called only when the debug level is on.
+fn rule_name(rule: Option<&Rule>) -> &str {
+    rule.map_or("-", |r| &r.name)
 }
