@@ -202,10 +202,6 @@ impl Policy {
         &self.plans[usize::from(id.0)]
     }
 
-    pub fn rule(&self, id: RuleId) -> &Rule {
-        &self.rules[id.0]
-    }
-
     pub fn plan_named(&self, name: &str) -> Option<PlanId> {
         self.plans.iter().position(|p| &*p.name == name).map(|i| PlanId(i as u16))
     }

@@ -269,6 +269,10 @@ impl Redis {
         now: Nanos,
         counting: Counting,
     ) -> Result<Decision<'p>, StoreError> {
+        if scopes.is_empty() {
+            // Nothing to ask Redis, and no answer to tell the breaker about.
+            return Ok(Decision::Allowed(Verdicts::new()));
+        }
         let dry_run = scopes.iter().any(|s| s.mode == Mode::DryRun);
         let local = self.denials.as_ref().filter(|_| !dry_run);
         // Only the local tier needs to tell limit sets apart.
