@@ -364,7 +364,9 @@ async fn dry_run_decides_but_lets_everything_through() {
     let config = "[defaults]\ndry_run = true\n[plans.free]\nlimits = [{ requests = 1, per = \"minute\" }]";
     let h = Harness::new(config);
     for _ in 0..3 {
-        assert_eq!(h.bearer("x").await.status, StatusCode::OK);
+        let a = h.bearer("x").await;
+        assert_eq!(a.status, StatusCode::OK);
+        assert!(a.headers.get("x-ratelimit-limit").is_none(), "nothing enforced, nothing to report");
     }
     let metrics = h.get("/metrics").await.body;
     assert!(
