@@ -87,7 +87,7 @@ fn keys(config: &Config, n: usize) -> Vec<Key> {
     (0..n)
         .map(|i| {
             let h = headers(&format!("tok-{i}"));
-            let fwd = Forwarded::from_headers(&h, "GET", "/");
+            let fwd = Forwarded::from_headers(&h, "GET", "/").expect("a readable request");
             config.identity.identify(&h, &fwd, PEER).expect("a bearer token").key()
         })
         .collect()
@@ -98,9 +98,15 @@ fn identity(c: &mut Criterion) {
     let h = headers("tok-123456");
     let mut g = c.benchmark_group("identity");
     g.bench_function("forwarded_headers", |b| {
-        b.iter(|| Forwarded::from_headers(black_box(&h), "GET", "/").path.len())
+        b.iter(|| {
+            Forwarded::from_headers(black_box(&h), "GET", "/")
+                .expect("a readable request")
+                .path
+                .canonical()
+                .len()
+        })
     });
-    let fwd = Forwarded::from_headers(&h, "GET", "/");
+    let fwd = Forwarded::from_headers(&h, "GET", "/").expect("a readable request");
     g.bench_function("bearer_token", |b| {
         b.iter(|| config.identity.identify(black_box(&h), &fwd, PEER).expect("a bearer token"))
     });
@@ -117,7 +123,7 @@ fn identity(c: &mut Criterion) {
 fn policy(c: &mut Criterion) {
     let config = config();
     let h = headers("tok-123456");
-    let fwd = Forwarded::from_headers(&h, "GET", "/");
+    let fwd = Forwarded::from_headers(&h, "GET", "/").expect("a readable request");
     let caller = config.identity.identify(&h, &fwd, PEER).expect("a bearer token");
     let mut g = c.benchmark_group("policy");
     g.bench_function("plan_of_unknown_token", |b| {
@@ -150,7 +156,7 @@ fn as_scoped(owned: &[(u32, Vec<quotagate::limiter::Limit>)]) -> Vec<Scope<'_>> 
 fn store(c: &mut Criterion) {
     let config = config();
     let h = headers("tok-1");
-    let fwd = Forwarded::from_headers(&h, "GET", "/");
+    let fwd = Forwarded::from_headers(&h, "GET", "/").expect("a readable request");
     let open = config.policy.plan_named("open").expect("plan open");
     let tiny = config.policy.plan_named("tiny").expect("plan tiny");
     let open_limits = scoped(&config, open, &fwd);
@@ -244,7 +250,7 @@ fn decide(c: &mut Criterion) {
         b.iter(|| {
             i = (i + 1) % tokens.len();
             let h = &tokens[i];
-            let fwd = Forwarded::from_headers(h, "GET", "/");
+            let fwd = Forwarded::from_headers(h, "GET", "/").expect("a readable request");
             let caller = config.identity.identify(h, &fwd, PEER).expect("a bearer token");
             let plan = config.policy.plan_of(&caller, h).expect("the default plan");
             match config.policy.applicable(plan, &fwd) {
@@ -263,7 +269,7 @@ fn responses(c: &mut Criterion) {
     let config = config();
     let store = Memory::new(1_000);
     let h = headers("tok-tiny");
-    let fwd = Forwarded::from_headers(&h, "GET", "/");
+    let fwd = Forwarded::from_headers(&h, "GET", "/").expect("a readable request");
     let caller = config.identity.identify(&h, &fwd, PEER).expect("a bearer token");
     let mut g = c.benchmark_group("response");
     for plan_name in ["open", "tiny"] {

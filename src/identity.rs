@@ -1,16 +1,21 @@
-//! Who is calling: an API token found by the configured sources (first match wins), or, when
-//! there is none, the client IP chosen like Traefik's `ipStrategy`. Tokens are reduced at once to
+//! Who is calling: an API token found by the configured sources (first match wins; two
+//! different credentials are refused, see [`Ambiguous`]), or, when there is none, the client IP
+//! chosen like Traefik's `ipStrategy`. Sources read what backends read: every instance of a
+//! repeated header, parameter or cookie, the spellings backends take for the same name
+//! (`X_API_Key`, `api_key[]`, `API_KEY`), and cookie values without their double quotes. Tokens are reduced at once to
 //! a keyed BLAKE3 hash ([`Key`]); nothing keeps, logs or exports a token in clear, only a
 //! [`Fingerprint`] (the first 32 bits of the hash).
 //!
 //! Which plan a caller has, and which limits apply, is `policy`'s business.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::net::IpAddr;
 use std::num::NonZeroUsize;
 
-use http::{HeaderMap, HeaderName};
+use http::{HeaderMap, HeaderName, HeaderValue};
 use ipnet::IpNet;
+use smallvec::SmallVec;
 
 use crate::request::Forwarded;
 
@@ -231,6 +236,20 @@ pub enum IdentityError {
     TooLong { place: String, len: usize, max: usize },
     #[error("the token in {place} is malformed: {why}")]
     Malformed { place: String, why: &'static str },
+    #[error("more than one credential, found in {sources}: send exactly one")]
+    Ambiguous { sources: String },
+}
+
+/// What to do with a request that carries two different credentials (a repeated header,
+/// parameter or cookie, or two sources with different values).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Ambiguous {
+    /// Answer 400: the backend may serve a different credential than the one quotagate charges
+    /// (PHP and Rails read the last repeated parameter; many APIs prefer `X-API-Key`).
+    #[default]
+    Reject,
+    /// Charge the first credential found, in source order.
+    First,
 }
 
 /// Identification settings, validated.
@@ -238,6 +257,7 @@ pub enum IdentityError {
 pub struct Identity {
     pub sources: Vec<Source>,
     pub missing: Missing,
+    pub ambiguous: Ambiguous,
     pub max_token_length: usize,
     pub client_ip: ClientIp,
     pub ipv6_prefix: u8,
@@ -246,20 +266,59 @@ pub struct Identity {
 
 impl Identity {
     /// Finds the caller of `req`. `peer` is the address that connected to quotagate.
+    ///
+    /// The first source (in configured order) that finds something decides. With
+    /// [`Ambiguous::Reject`] every credential source is read first, and two different values
+    /// anywhere among them are an error; the same value found twice is one credential.
     pub fn identify(
         &self,
         headers: &HeaderMap,
         req: &Forwarded<'_>,
         peer: IpAddr,
     ) -> Result<Caller, IdentityError> {
+        let reject = self.ambiguous == Ambiguous::Reject;
+        // The first credential found, unless the host source came before it.
+        let mut first: Option<(&Source, Cow<'_, str>)> = None;
+        let mut host_first = false;
+        let mut conflicting: SmallVec<[&Source; 4]> = SmallVec::new();
+        let mut found: SmallVec<[Cow<'_, str>; 2]> = SmallVec::new();
         for source in &self.sources {
-            let Some(raw) = find(source, headers, req) else { continue };
             if *source == Source::Host {
-                if raw.is_empty() {
-                    continue;
+                if first.is_none() && !req.host.is_empty() {
+                    host_first = true;
+                    if !reject {
+                        break;
+                    }
                 }
-                return Ok(Caller::Host(self.hasher.host(&raw)));
+                continue;
             }
+            found.clear();
+            values(source, headers, req.query, &mut found);
+            for value in found.drain(..) {
+                match &first {
+                    None => first = Some((source, value)),
+                    Some((_, v)) if *v == value => {}
+                    Some((earlier, _)) => {
+                        for s in [*earlier, source] {
+                            if !conflicting.contains(&s) {
+                                conflicting.push(s);
+                            }
+                        }
+                    }
+                }
+            }
+            if !reject && (first.is_some() || host_first) {
+                break;
+            }
+        }
+        if !conflicting.is_empty() {
+            let sources = conflicting.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", ");
+            return Err(IdentityError::Ambiguous { sources });
+        }
+        if host_first {
+            return Ok(Caller::Host(self.hasher.host(&req.host)));
+        }
+        if let Some((source, raw)) = first {
             self.validate(source, raw.as_bytes())?;
             return Ok(Caller::Token(self.hasher.token(raw.as_bytes())));
         }
@@ -300,45 +359,91 @@ impl Identity {
     }
 }
 
-/// The raw value a source finds, if any. Non-UTF-8 header values count as malformed tokens,
-/// so they are returned lossily for [`Identity::validate`] to refuse.
-fn find<'a>(
+/// Every value credential source `source` finds in the request, in order, pushed to `out`:
+/// each instance of a repeated header, parameter or cookie, and the spellings backends read
+/// under the same name (see [`names_parameter`], [`names_header`]). Non-UTF-8 header values
+/// are returned lossily, for [`Identity::validate`] to refuse.
+fn values<'a>(
     source: &Source,
     headers: &'a HeaderMap,
-    req: &Forwarded<'a>,
-) -> Option<std::borrow::Cow<'a, str>> {
-    use std::borrow::Cow;
-    let header_text = |name: &HeaderName| -> Option<Cow<'a, str>> {
-        let v = headers.get(name)?;
-        Some(match v.to_str() {
+    query: Option<&'a [u8]>,
+    out: &mut SmallVec<[Cow<'a, str>; 2]>,
+) {
+    let text = |v: &'a HeaderValue| -> Cow<'a, str> {
+        match v.to_str() {
             Ok(s) => Cow::Borrowed(s),
             Err(_) => String::from_utf8_lossy(v.as_bytes()),
-        })
+        }
+    };
+    let trimmed = |v: Cow<'a, str>| match v {
+        Cow::Borrowed(s) => Cow::Borrowed(s.trim()),
+        Cow::Owned(s) => Cow::Owned(s.trim().to_owned()),
     };
     match source {
         Source::Bearer | Source::Token => {
             let scheme = if *source == Source::Bearer { "bearer" } else { "token" };
-            match header_text(&http::header::AUTHORIZATION)? {
-                Cow::Borrowed(v) => after_scheme(v, scheme).map(Cow::Borrowed),
-                Cow::Owned(v) => after_scheme(&v, scheme).map(|t| Cow::Owned(t.to_owned())),
+            for v in headers.get_all(http::header::AUTHORIZATION) {
+                match text(v) {
+                    Cow::Borrowed(v) => out.extend(after_scheme(v, scheme).map(Cow::Borrowed)),
+                    Cow::Owned(v) => out.extend(after_scheme(&v, scheme).map(|t| Cow::Owned(t.to_owned()))),
+                }
             }
         }
-        Source::Header(name) => header_text(name).map(|v| match v {
-            Cow::Borrowed(s) => Cow::Borrowed(s.trim()),
-            Cow::Owned(s) => Cow::Owned(s.trim().to_owned()),
-        }),
-        Source::Query(name) => req.query.and_then(|q| {
-            form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == name.as_str()).map(|(_, v)| v)
-        }),
-        Source::Cookie(name) => headers
-            .get_all(http::header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| cookie::Cookie::split_parse(v).filter_map(Result::ok))
-            .find(|c| c.name() == name)
-            .map(|c| Cow::Owned(c.value().to_owned())),
-        Source::Host => Some(Cow::Borrowed(req.host)),
+        Source::Header(name) => {
+            out.extend(headers.get_all(name).iter().map(|v| trimmed(text(v))));
+            for (given, v) in headers.iter() {
+                if given != name && names_header(given, name) {
+                    out.push(trimmed(text(v)));
+                }
+            }
+        }
+        Source::Query(name) => {
+            if let Some(q) = query {
+                out.extend(
+                    form_urlencoded::parse(q).filter(|(k, _)| names_parameter(k, name)).map(|(_, v)| v),
+                );
+            }
+        }
+        Source::Cookie(name) => {
+            for v in headers.get_all(http::header::COOKIE) {
+                let Ok(v) = v.to_str() else { continue };
+                // `value_trimmed`: Go's `Request.Cookie` strips one pair of double quotes, so
+                // `session="abc"` and `session=abc` are one session to such a backend.
+                out.extend(
+                    cookie::Cookie::split_parse(v)
+                        .filter_map(Result::ok)
+                        .filter(|c| c.name() == name)
+                        .map(|c| Cow::Owned(c.value_trimmed().to_owned())),
+                );
+            }
+        }
+        Source::Host => {}
     }
+}
+
+/// Whether header `given` reaches a CGI-style backend (PHP, Rack, WSGI: `HTTP_X_API_KEY`) as
+/// `name`: `X_API_Key` is `X-API-Key` there. Traefik forwards underscores.
+fn names_header(given: &HeaderName, name: &HeaderName) -> bool {
+    let (g, n) = (given.as_str().as_bytes(), name.as_str().as_bytes());
+    g.len() == n.len()
+        && g.contains(&b'_')
+        && g.iter().zip(n).all(|(&g, &n)| g == n || (g == b'_' && n == b'-'))
+}
+
+/// Whether query parameter `given` (decoded) is read as `name` by a mainstream backend:
+/// exactly; in any ASCII case (ASP.NET's query collection); with an array suffix (`name[]`,
+/// `name[0]`: PHP, Rails, Express's `qs`, and `String(["t"])` is `"t"`); or with `.`, ` ` or `[`
+/// where `name` has `_` (PHP rewrites them to `_`).
+fn names_parameter(given: &str, name: &str) -> bool {
+    let base = match given.find('[') {
+        Some(i) if i > 0 && given.ends_with(']') => &given[..i],
+        _ => given,
+    };
+    base.len() == name.len()
+        && base
+            .bytes()
+            .zip(name.bytes())
+            .all(|(g, n)| g.eq_ignore_ascii_case(&n) || (n == b'_' && matches!(g, b'.' | b' ' | b'[')))
 }
 
 /// `Bearer abc` -> `abc` for scheme `bearer` (case-insensitive); `Bearer` alone -> `""`.

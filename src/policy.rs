@@ -10,17 +10,18 @@
 //! enforced ones decide.
 
 use std::collections::HashMap;
+use std::fmt;
 use std::sync::Arc;
 
-use globset::GlobMatcher;
-use http::{HeaderMap, HeaderValue};
+use globset::{GlobBuilder, GlobMatcher};
+use http::{HeaderMap, HeaderName, HeaderValue};
 use ipnet::IpNet;
 use rustc_hash::FxBuildHasher;
 use smallvec::SmallVec;
 
 use crate::identity::{Caller, Key};
 use crate::limiter::Limit;
-use crate::request::Forwarded;
+use crate::request::{normalize_host, Forwarded};
 
 /// The scope of a plan's own limits.
 pub const PLAN_SCOPE: u32 = 0;
@@ -61,17 +62,69 @@ pub enum PathMatch {
     Any,
     /// A prefix that matches whole segments: `/docs` matches `/docs` and `/docs/x`, not `/docsx`.
     Prefix(String),
-    Glob(GlobMatcher),
+    Glob(PathGlob),
 }
 
-/// How a rule matches a host.
+/// A path glob (`*` stays within a segment), compiled as written and ASCII case-insensitive.
+#[derive(Clone, Debug)]
+pub struct PathGlob {
+    exact: GlobMatcher,
+    folded: GlobMatcher,
+}
+
+impl PathGlob {
+    pub fn new(pattern: &str) -> Result<PathGlob, globset::Error> {
+        let build = |fold| {
+            GlobBuilder::new(pattern)
+                .literal_separator(true)
+                .case_insensitive(fold)
+                .build()
+                .map(|g| g.compile_matcher())
+        };
+        Ok(PathGlob { exact: build(false)?, folded: build(true)? })
+    }
+}
+
+impl PathMatch {
+    /// Whether one reading of a path lies under this pattern. `loose` also accepts what the
+    /// most lenient routers route here: any ASCII case and an optional trailing slash (Express
+    /// and ASP.NET by default). Rules that add limits compare loosely; exemptions exactly.
+    fn covers(&self, path: &str, loose: bool) -> bool {
+        match self {
+            PathMatch::Any => true,
+            PathMatch::Prefix(prefix) => {
+                let (p, b) = (prefix.as_bytes(), path.as_bytes());
+                let same = |a: &[u8], b: &[u8]| if loose { a.eq_ignore_ascii_case(b) } else { a == b };
+                let under = b.len() >= p.len()
+                    && same(&b[..p.len()], p)
+                    && (p.ends_with(b"/") || b.len() == p.len() || b[p.len()] == b'/');
+                // `/docs/` also names `/docs` to a router that ignores trailing slashes.
+                under || (loose && p.len() > 1 && p.ends_with(b"/") && same(b, &p[..p.len() - 1]))
+            }
+            PathMatch::Glob(g) if loose => {
+                g.folded.is_match(path)
+                    || (path.len() > 1 && path.strip_suffix('/').is_some_and(|p| g.folded.is_match(p)))
+            }
+            PathMatch::Glob(g) => g.exact.is_match(path),
+        }
+    }
+}
+
+/// How a rule matches a host. Hosts are compared in [`normalize_host`]'s form.
 #[derive(Clone, Debug)]
 pub enum HostMatch {
     Any,
-    /// Lowercase; compared case-insensitively.
+    /// In normal form.
     Exact(String),
     /// `*.example.com` style, lowercase.
     Glob(GlobMatcher),
+}
+
+impl HostMatch {
+    /// Matches `host` (any case, port or trailing dot) exactly.
+    pub fn exact(host: &str) -> HostMatch {
+        HostMatch::Exact(normalize_host(host).into_owned())
+    }
 }
 
 /// Whether a scope's limits decide the answer.
@@ -103,21 +156,21 @@ pub struct Rule {
 }
 
 impl Rule {
+    /// Whether the rule applies to `req`. A rule that adds limits applies when any reading of
+    /// the path falls under it (some backend may route the request there); an exempting rule
+    /// only when every reading does (no backend routes it elsewhere).
     pub fn matches(&self, req: &Forwarded<'_>) -> bool {
         let host_ok = match &self.host {
             HostMatch::Any => true,
-            HostMatch::Exact(h) => req.host.eq_ignore_ascii_case(h),
-            HostMatch::Glob(g) => g.is_match(req.host.to_ascii_lowercase()),
+            HostMatch::Exact(h) => *req.host == **h,
+            HostMatch::Glob(g) => g.is_match(req.host.as_ref()),
         };
         let method_ok =
             self.methods.is_empty() || self.methods.iter().any(|m| m.eq_ignore_ascii_case(req.method));
-        let path_ok = match &self.path {
-            PathMatch::Any => true,
-            PathMatch::Prefix(p) => {
-                req.path.starts_with(p.as_str())
-                    && (p.ends_with('/') || req.path.len() == p.len() || req.path.as_bytes()[p.len()] == b'/')
-            }
-            PathMatch::Glob(g) => g.is_match(req.path.as_ref()),
+        let path_ok = if self.exempt {
+            req.path.readings().all(|r| self.path.covers(r, false))
+        } else {
+            req.path.readings().any(|r| self.path.covers(r, true))
         };
         host_ok && method_ok && path_ok
     }
@@ -149,12 +202,48 @@ pub struct Policy {
     pub default_plan: PlanId,
     /// A header naming the plan, set by an earlier middleware and trusted only when configured.
     pub plan_header: Option<http::HeaderName>,
+    /// When set, `plan_header` is trusted only in requests that carry this secret.
+    pub plan_secret: Option<PlanSecret>,
     pub rules: Vec<Rule>,
     /// Client networks never limited.
     pub allow: Vec<IpNet>,
     pub count_denied: bool,
     /// `defaults.dry_run`: [`Mode::DryRun`] makes every scope dry-run, whatever its rule says.
     pub mode: Mode,
+}
+
+/// The shared secret an earlier middleware sends beside `plan_header`, so that a plan header a
+/// client forged (Traefik forwards client headers by default) is not trusted. Only its hash is
+/// kept.
+#[derive(Clone)]
+pub struct PlanSecret {
+    pub header: HeaderName,
+    hash: blake3::Hash,
+}
+
+impl fmt::Debug for PlanSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PlanSecret({}: ..)", self.header)
+    }
+}
+
+impl PlanSecret {
+    pub fn new(header: HeaderName, secret: &[u8]) -> PlanSecret {
+        PlanSecret { header, hash: blake3::hash(secret) }
+    }
+
+    /// Whether `headers` carry the secret, once. `blake3::Hash` compares in constant time, and
+    /// hashing first makes the comparison independent of where the bytes differ.
+    pub fn admits(&self, headers: &HeaderMap) -> bool {
+        only(headers, &self.header).is_some_and(|v| blake3::hash(v.as_bytes().trim_ascii()) == self.hash)
+    }
+}
+
+/// The value of `name`, if it appears exactly once.
+fn only<'h>(headers: &'h HeaderMap, name: &HeaderName) -> Option<&'h HeaderValue> {
+    let mut values = headers.get_all(name).iter();
+    let first = values.next();
+    values.next().is_none().then_some(first).flatten()
 }
 
 /// Why a caller gets no plan.
@@ -212,10 +301,16 @@ impl Policy {
 
     /// The caller's plan: the trusted plan header if it names a plan, else the token map, else
     /// the defaults.
+    ///
+    /// With a [`PlanSecret`], the plan header counts only beside the secret; a repeated plan
+    /// header never counts.
     pub fn plan_of(&self, caller: &Caller, headers: &HeaderMap) -> Result<PlanId, PolicyError> {
         if let Some(name) = &self.plan_header {
-            let named =
-                headers.get(name).and_then(|v| v.to_str().ok()).and_then(|v| self.plan_named(v.trim()));
+            let trusted = self.plan_secret.as_ref().is_none_or(|s| s.admits(headers));
+            let named = only(headers, name)
+                .filter(|_| trusted)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| self.plan_named(v.trim()));
             if let Some(plan) = named {
                 return Ok(plan);
             }

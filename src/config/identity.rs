@@ -1,15 +1,17 @@
 //! `[identity]`: where tokens are looked for, what happens without one, the client IP
-//! (depth or excluded CIDRs), the hashing secret, and the parts the policy needs
-//! (`plan_header`, `allow_ips`).
+//! (depth or excluded CIDRs), the hashing secret, what to do with two credentials, and the
+//! parts the policy needs (`plan_header` and its secret, `allow_ips`).
 
 use std::num::NonZeroUsize;
 
+use http::HeaderValue;
 use ipnet::IpNet;
 
 use super::leaf::{quoted, TokenSource};
 use super::raw::RawIdentity;
 use super::validate::Validator;
-use crate::identity::{ClientIp, Hasher, Identity, Missing};
+use crate::identity::{Ambiguous, ClientIp, Hasher, Identity, Missing};
+use crate::policy::PlanSecret;
 
 /// The hashing secret used when none is configured. Not secret: configure `identity.hash_key`
 /// so a reader of Redis keys or snapshots cannot test guessed tokens against them.
@@ -18,6 +20,7 @@ const BUILTIN_HASH_KEY: &[u8] = b"quotagate built-in identity hash key; set iden
 /// Parts of `[identity]` that the policy uses.
 pub(super) struct Extras {
     pub(super) plan_header: Option<http::HeaderName>,
+    pub(super) plan_secret: Option<PlanSecret>,
     pub(super) allow: Vec<IpNet>,
     pub(super) missing: Option<Missing>,
 }
@@ -49,6 +52,12 @@ impl Validator {
                 "is empty, so every request would be refused as carrying no token (list where tokens are found, e.g. [\"bearer\"], or set identity.missing = \"ip\" to limit by client IP alone)",
             );
         }
+        let ambiguous = self.choice(
+            "identity.ambiguous",
+            "value",
+            raw.ambiguous.as_deref().unwrap_or("reject"),
+            &[("reject", Ambiguous::Reject), ("first", Ambiguous::First)],
+        );
         let max_len = raw.max_token_length.unwrap_or(256);
         if !(1..=8192).contains(&max_len) {
             self.problem("identity.max_token_length", format!("must be between 1 and 8192 (got {max_len})"));
@@ -67,17 +76,29 @@ impl Validator {
                 None
             }
         });
+        let secret_file = raw.plan_header_secret_file.is_some();
+        let plan_secret = self.plan_secret(plan_header.is_some(), raw.plan_header_secret_file, raw.plan_secret_header);
+        if let (Some(header), false) = (&plan_header, secret_file) {
+            self.warn(
+                "identity.plan_header",
+                format!(
+                    "{header} is trusted without identity.plan_header_secret_file: Traefik forwards the client's \
+                     headers, so any client that sends it chooses its plan unless every route overwrites it"
+                ),
+            );
+        }
         let allow = raw
             .allow_ips
             .iter()
             .enumerate()
             .filter_map(|(i, a)| self.net(format!("identity.allow_ips[{i}]"), a))
             .collect();
-        let extras = Extras { plan_header, allow, missing };
+        let extras = Extras { plan_header, plan_secret, allow, missing };
         let identity = (|| {
             Some(Identity {
                 sources,
                 missing: missing?,
+                ambiguous: ambiguous?,
                 max_token_length: usize::try_from(max_len).ok().filter(|n| (1..=8192).contains(n))?,
                 client_ip: client_ip?,
                 ipv6_prefix: u8::try_from(ipv6_prefix).ok().filter(|p| *p <= 128)?,
@@ -123,6 +144,53 @@ impl Validator {
             return None;
         }
         Some(secret)
+    }
+
+    /// The secret that makes `plan_header` trusted, read from `plan_header_secret_file`, and
+    /// the header it comes in (`plan_secret_header`, default `X-Quotagate-Plan-Secret`).
+    fn plan_secret(
+        &mut self,
+        has_plan_header: bool,
+        file: Option<String>,
+        header: Option<String>,
+    ) -> Option<PlanSecret> {
+        let Some(file) = file else {
+            if header.is_some() {
+                self.problem("identity.plan_secret_header", "set identity.plan_header_secret_file too");
+            }
+            return None;
+        };
+        if !has_plan_header {
+            self.problem("identity.plan_header_secret_file", "set identity.plan_header too");
+        }
+        let header = header.unwrap_or_else(|| "X-Quotagate-Plan-Secret".to_owned());
+        let name = match http::HeaderName::try_from(header.as_str()) {
+            Ok(name) => Some(name),
+            Err(_) => {
+                self.problem("identity.plan_secret_header", format!("invalid header name {}", quoted(&header)));
+                None
+            }
+        };
+        let path = self.resolve(&file);
+        let secret = match std::fs::read(&path) {
+            Ok(bytes) => bytes.trim_ascii().to_vec(),
+            Err(e) => {
+                self.problem("identity.plan_header_secret_file", format!("cannot read {}: {e}", path.display()));
+                return None;
+            }
+        };
+        self.files.push(path);
+        if secret.len() < 16 {
+            let msg = format!("the secret must be at least 16 bytes long (got {} bytes)", secret.len());
+            self.problem("identity.plan_header_secret_file", msg);
+            return None;
+        }
+        if HeaderValue::from_bytes(&secret).is_err() {
+            let msg = "the secret must be a valid header value (visible ASCII, no line breaks)";
+            self.problem("identity.plan_header_secret_file", msg);
+            return None;
+        }
+        Some(PlanSecret::new(name?, &secret))
     }
 
     fn client_ip(&mut self, depth: Option<i64>, excluded: Option<Vec<String>>) -> Option<ClientIp> {

@@ -204,6 +204,7 @@ impl Validator {
             anonymous: anonymous?,
             default_plan: default_plan?,
             plan_header: extras.plan_header,
+            plan_secret: extras.plan_secret,
             rules,
             allow: extras.allow,
             count_denied: defaults.count_denied,

@@ -58,6 +58,9 @@ pub(super) struct RawIdentity {
     pub(super) hash_key: Option<String>,
     pub(super) hash_key_file: Option<String>,
     pub(super) plan_header: Option<String>,
+    pub(super) plan_header_secret_file: Option<String>,
+    pub(super) plan_secret_header: Option<String>,
+    pub(super) ambiguous: Option<String>,
     pub(super) allow_ips: Vec<String>,
     pub(super) client_ip: RawClientIp,
 }

@@ -1,13 +1,13 @@
 //! `[[rules]]`: which requests (host, path, methods) get extra limits per plan, or none
 //! (`exempt`). Each rule counts under its own scope, derived from its name.
 
-use globset::{Glob, GlobBuilder};
+use globset::Glob;
 
 use super::leaf::{quoted, segment, valid_name, NAME_RULE};
 use super::policy::unknown_plan;
 use super::raw::RawRule;
 use super::validate::Validator;
-use crate::policy::{HostMatch, Mode, PathMatch, Plan, Rule, RuleId, PLAN_SCOPE};
+use crate::policy::{HostMatch, Mode, PathGlob, PathMatch, Plan, Rule, RuleId, PLAN_SCOPE};
 
 impl Validator {
     pub(super) fn rule(&mut self, i: usize, raw: RawRule, plans: &[Plan], earlier: &[Rule]) -> Option<Rule> {
@@ -57,8 +57,8 @@ impl Validator {
                 self.problem(format!("{key}.path"), format!("must start with '/' (got {})", quoted(&p)));
                 PathMatch::Any
             }
-            (None, Some(p)) => match GlobBuilder::new(&p).literal_separator(true).build() {
-                Ok(g) => PathMatch::Glob(g.compile_matcher()),
+            (None, Some(p)) => match PathGlob::new(&p) {
+                Ok(g) => PathMatch::Glob(g),
                 Err(e) => {
                     self.problem(
                         format!("{key}.path"),
@@ -136,7 +136,7 @@ impl Validator {
             .and_then(|h| h.strip_suffix(']'))
             .is_some_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok());
         if ipv6 || !h.contains(['*', '?', '[']) {
-            return HostMatch::Exact(h.to_owned());
+            return HostMatch::exact(h);
         }
         match Glob::new(h) {
             Ok(g) => HostMatch::Glob(g.compile_matcher()),

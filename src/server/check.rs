@@ -28,9 +28,15 @@ pub async fn check(State(state): State<AppState>, req: Request) -> Response {
         .get::<ConnectInfo<SocketAddr>>()
         .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |ConnectInfo(a)| a.ip());
     let uri = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let forwarded = Forwarded::from_headers(&parts.headers, parts.method.as_str(), uri);
     let live = state.config.load();
-    let response = decide(&state, &live, &parts.headers, &forwarded, peer).await;
+    let response = match Forwarded::from_headers(&parts.headers, parts.method.as_str(), uri) {
+        Ok(forwarded) => decide(&state, &live, &parts.headers, &forwarded, peer).await,
+        Err(e) => {
+            tracing::debug!(error = %e, "forwarded request refused");
+            live.decisions.count(Outcome::rejected, None, None);
+            response::bad_request(&e)
+        }
+    };
     state.metrics.check_took(started.elapsed());
     response
 }

@@ -6,7 +6,8 @@
 //! - 429: `Retry-After` (whole seconds, rounded up), `RateLimit-Policy` and `RateLimit` (IETF
 //!   draft structured fields, one item per limit), the `X-RateLimit-*` headers and an
 //!   `application/problem+json` body naming the violated limits.
-//! - 400 / 401: a problem+json body saying what is wrong with the credentials.
+//! - 400 / 401: a problem+json body saying what is wrong with the credentials, or (400) with
+//!   the forwarded request.
 
 use std::fmt::{self, Write as _};
 
@@ -22,6 +23,7 @@ use crate::identity::{Caller, IdentityError};
 use crate::limiter::{Verdict, SECOND};
 use crate::policy::{Mode, Plan};
 use crate::store::{Judged, StoreError};
+use crate::request::RequestError;
 
 static X_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
 static X_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
@@ -287,16 +289,20 @@ fn problem_response(status: StatusCode, body: &serde_json::Value) -> Response {
     res
 }
 
-/// 401 for a missing token, 400 for a malformed or oversized one.
+/// 401 for a missing token, 400 for a malformed or oversized one, or for two different ones.
 pub fn unidentified(e: &IdentityError) -> Response {
     let (status, title, challenge) = match e {
         IdentityError::Missing { .. } => (StatusCode::UNAUTHORIZED, "Unauthorized", "Bearer realm=\"api\""),
-        IdentityError::TooLong { .. } | IdentityError::Malformed { .. } => {
+        IdentityError::TooLong { .. } | IdentityError::Malformed { .. } | IdentityError::Ambiguous { .. } => {
             (StatusCode::BAD_REQUEST, "Bad Request", "Bearer realm=\"api\", error=\"invalid_request\"")
         }
     };
+    let kind = match e {
+        IdentityError::Ambiguous { .. } => "urn:quotagate:ambiguous-credentials",
+        _ => "urn:quotagate:invalid-credentials",
+    };
     let body = json!({
-        "type": "urn:quotagate:invalid-credentials",
+        "type": kind,
         "title": title,
         "status": status.as_u16(),
         "detail": e.to_string(),
@@ -304,6 +310,18 @@ pub fn unidentified(e: &IdentityError) -> Response {
     let mut res = problem_response(status, &body);
     res.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
     res
+}
+
+/// 400 for a forwarded request that cannot be read without guessing: a repeated or missing
+/// `X-Forwarded-*` header, an encoded NUL in the path.
+pub fn bad_request(e: &RequestError) -> Response {
+    let body = json!({
+        "type": "urn:quotagate:ambiguous-request",
+        "title": "Bad Request",
+        "status": 400,
+        "detail": e.to_string(),
+    });
+    problem_response(StatusCode::BAD_REQUEST, &body)
 }
 
 /// 401 for a token the config does not know, with `defaults.unknown_tokens = "reject"`.
