@@ -2,7 +2,8 @@
 //!
 //! It owns the moving parts of an end-to-end test: ports on 127.0.0.1 ([`free_port`], [`bind`]),
 //! in-process HTTP servers ([`Server`], and [`Backend`], which records what it receives), and
-//! real processes: Traefik ([`Traefik`]) and the service under test ([`Quotagate`]), each killed
+//! real processes: Traefik ([`Traefik`]), nginx as a backend whose routing is the truth
+//! ([`Nginx`]), and the service under test ([`Quotagate`]), each killed
 //! when its value is dropped and each printing its log when the test fails. What to assert is
 //! left to the tests.
 //!
@@ -15,9 +16,12 @@
 
 pub mod backend;
 pub mod certs;
+pub mod nginx;
 pub mod process;
 pub mod quotagate;
+pub mod raw;
 pub mod redis;
+pub mod spellings;
 pub mod traefik;
 
 use std::collections::BTreeSet;
@@ -30,6 +34,7 @@ use axum::Router;
 use tokio::sync::oneshot;
 
 pub use backend::{Backend, Recorded};
+pub use nginx::Nginx;
 pub use quotagate::Quotagate;
 pub use redis::{RedisCluster, RedisServer};
 pub use traefik::Traefik;
