@@ -167,7 +167,10 @@ impl Validator {
         let name = match http::HeaderName::try_from(header.as_str()) {
             Ok(name) => Some(name),
             Err(_) => {
-                self.problem("identity.plan_secret_header", format!("invalid header name {}", quoted(&header)));
+                self.problem(
+                    "identity.plan_secret_header",
+                    format!("invalid header name {}", quoted(&header)),
+                );
                 None
             }
         };
@@ -175,7 +178,10 @@ impl Validator {
         let secret = match std::fs::read(&path) {
             Ok(bytes) => bytes.trim_ascii().to_vec(),
             Err(e) => {
-                self.problem("identity.plan_header_secret_file", format!("cannot read {}: {e}", path.display()));
+                self.problem(
+                    "identity.plan_header_secret_file",
+                    format!("cannot read {}: {e}", path.display()),
+                );
                 return None;
             }
         };

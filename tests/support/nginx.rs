@@ -73,7 +73,8 @@ impl Nginx {
             match wait_ready(&mut process, port).await {
                 Ok(()) => return Nginx { process, port, dir },
                 Err(why) => {
-                    let errors = std::fs::read_to_string(dir.path().join("logs/error.log")).unwrap_or_default();
+                    let errors =
+                        std::fs::read_to_string(dir.path().join("logs/error.log")).unwrap_or_default();
                     let taken = errors.contains("Address already in use");
                     failures.push(format!("attempt {attempt}: {why}\n{}\n{errors}", process.report()));
                     drop(process);
@@ -101,7 +102,10 @@ impl Drop for Nginx {
     fn drop(&mut self) {
         if std::thread::panicking() {
             let errors = std::fs::read_to_string(self.dir.path().join("logs/error.log")).unwrap_or_default();
-            eprintln!("----- nginx error log -----\n{errors}\n----- nginx access log -----\n{}", self.access_log());
+            eprintln!(
+                "----- nginx error log -----\n{errors}\n----- nginx access log -----\n{}",
+                self.access_log()
+            );
         }
     }
 }
