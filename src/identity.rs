@@ -297,7 +297,7 @@ impl Identity {
             for value in found.drain(..) {
                 match &first {
                     None => first = Some((source, value)),
-                    Some((_, v)) if *v == value => {}
+                    Some((_, v)) if !reject || *v == value => {}
                     Some((earlier, _)) => {
                         for s in [*earlier, source] {
                             if !conflicting.contains(&s) {
@@ -519,5 +519,115 @@ mod tests {
         assert_eq!(after_scheme("  BEARER   abc  ", "bearer"), Some("abc"));
         assert_eq!(after_scheme("Bearer", "bearer"), Some(""));
         assert_eq!(after_scheme("Basic abc", "bearer"), None);
+    }
+
+    fn identity(sources: &[&str], ambiguous: Ambiguous) -> Identity {
+        Identity {
+            sources: sources.iter().map(|s| Source::parse(s).unwrap()).collect(),
+            missing: Missing::Reject,
+            ambiguous,
+            max_token_length: 256,
+            client_ip: ClientIp::Peer,
+            ipv6_prefix: 64,
+            hasher: Hasher::new(b"0123456789abcdef"),
+        }
+    }
+
+    /// Identifies a check for `uri` carrying `headers`.
+    fn who(id: &Identity, uri: &str, headers: &[(&str, &str)]) -> Result<Caller, IdentityError> {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-uri", uri.parse().unwrap());
+        h.insert("x-forwarded-host", "api.example.com".parse().unwrap());
+        for (k, v) in headers {
+            h.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+        }
+        let req = Forwarded::from_headers(&h, "GET", "/").unwrap();
+        id.identify(&h, &req, PEER)
+    }
+
+    const ALL: [&str; 4] = ["bearer", "header:x-api-key", "query:api_key", "cookie:session"];
+
+    #[test]
+    fn two_different_credentials_are_refused_naming_their_sources() {
+        let id = identity(&ALL, Ambiguous::Reject);
+        let cases: &[(&str, &[(&str, &str)], &str)] = &[
+            ("/?api_key=t1&api_key=t2", &[], "query:api_key"),
+            ("/?api_key=t1&API_KEY=t2", &[], "query:api_key"),
+            ("/?api_key=t1&api_key[]=t2", &[], "query:api_key"),
+            ("/", &[("authorization", "Bearer t1"), ("authorization", "Bearer t2")], "bearer"),
+            ("/", &[("authorization", "Bearer t1"), ("x-api-key", "t2")], "bearer, header:x-api-key"),
+            ("/", &[("x-api-key", "t1"), ("x_api_key", "t2")], "header:x-api-key"),
+            ("/", &[("cookie", "session=t1; session=t2")], "cookie:session"),
+            ("/", &[("cookie", "session=t1"), ("cookie", "session=t2")], "cookie:session"),
+            ("/?api_key=t1", &[("cookie", "session=t2")], "query:api_key, cookie:session"),
+        ];
+        for (uri, headers, sources) in cases {
+            let err = who(&id, uri, headers).unwrap_err();
+            assert_eq!(err, IdentityError::Ambiguous { sources: (*sources).to_owned() }, "{uri} {headers:?}");
+            let message = err.to_string();
+            assert!(!message.contains("t1") && !message.contains("t2"), "{message}");
+        }
+    }
+
+    #[test]
+    fn the_same_credential_found_twice_is_one_caller() {
+        let id = identity(&ALL, Ambiguous::Reject);
+        let t1 = Ok(Caller::Token(id.hasher.token(b"t1")));
+        assert_eq!(who(&id, "/?api_key=t1&api_key=t1", &[]), t1);
+        assert_eq!(who(&id, "/?api_key=t1", &[("authorization", "Bearer t1"), ("x-api-key", " t1 ")]), t1);
+        assert_eq!(who(&id, "/", &[("cookie", "session=\"t1\"; session=t1")]), t1);
+    }
+
+    #[test]
+    fn first_charges_the_first_credential_in_source_order() {
+        let id = identity(&ALL, Ambiguous::First);
+        let t1 = Ok(Caller::Token(id.hasher.token(b"t1")));
+        assert_eq!(who(&id, "/?api_key=t2", &[("authorization", "Bearer t1"), ("x-api-key", "t3")]), t1);
+        assert_eq!(who(&id, "/?api_key=t1&api_key=t2", &[]), t1);
+    }
+
+    #[test]
+    fn sources_read_the_spellings_backends_read_under_the_same_name() {
+        let id = identity(&ALL, Ambiguous::Reject);
+        let t1 = Ok(Caller::Token(id.hasher.token(b"t1")));
+        for uri in [
+            "/?API_KEY=t1",
+            "/?api_key[]=t1",
+            "/?api_key[0]=t1",
+            "/?api.key=t1",
+            "/?api+key=t1",
+            "/?api%5Fkey=t1",
+        ] {
+            assert_eq!(who(&id, uri, &[]), t1, "{uri}");
+        }
+        assert_eq!(who(&id, "/", &[("x_api_key", "t1")]), t1);
+        // A quoted cookie is the same session to Go's Request.Cookie.
+        for cookie in ["session=\"t1\"", "session=t1", " session = t1 ", "a=b; session=\"t1\"; c=d"] {
+            assert_eq!(who(&id, "/", &[("cookie", cookie)]), t1, "{cookie}");
+        }
+        assert!(matches!(
+            who(&id, "/?apikey=t1&key=t2&api_key_x=t3", &[]),
+            Err(IdentityError::Missing { .. })
+        ));
+    }
+
+    #[test]
+    fn the_host_source_uses_the_normal_form_of_the_host() {
+        let id = identity(&["bearer", "host"], Ambiguous::Reject);
+        let mut keys = Vec::new();
+        for host in ["api.example.com", "API.Example.COM.", "api.example.com.:443"] {
+            let mut h = HeaderMap::new();
+            h.insert("x-forwarded-uri", "/".parse().unwrap());
+            h.insert("x-forwarded-host", host.parse().unwrap());
+            let req = Forwarded::from_headers(&h, "GET", "/").unwrap();
+            keys.push(id.identify(&h, &req, PEER).unwrap());
+        }
+        assert!(matches!(keys[0], Caller::Host(_)));
+        assert!(keys.iter().all(|k| *k == keys[0]), "{keys:?}");
+        // A credential before the host source wins over it.
+        assert_eq!(
+            who(&id, "/", &[("authorization", "Bearer t1")]),
+            Ok(Caller::Token(id.hasher.token(b"t1")))
+        );
     }
 }
