@@ -619,3 +619,36 @@ async fn a_client_obeying_retry_after_is_admitted_when_denials_count() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_forwarded_request_that_cannot_be_read_unambiguously_gets_400() {
+    let h = Harness::new(CONTRACT);
+    // X-Forwarded-Method without X-Forwarded-Uri: the check's own `/` would dodge path rules.
+    let req = Request::get("/")
+        .header("x-forwarded-method", "POST")
+        .header("authorization", "Bearer t1")
+        .body(Body::empty())
+        .unwrap();
+    let a = h.send(req).await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    assert_eq!(a.header("content-type"), "application/problem+json");
+    assert_eq!(a.json()["type"], "urn:quotagate:ambiguous-request");
+    assert_eq!(a.json()["detail"], "X-Forwarded-Uri is missing, though other X-Forwarded-* headers are present");
+    let a = h
+        .check("POST", "/api/items", &[("x-forwarded-uri", "/docs"), ("authorization", "Bearer t1")])
+        .await;
+    assert_eq!((a.status, a.json()["detail"].as_str()), (StatusCode::BAD_REQUEST, Some("X-Forwarded-Uri appears more than once")));
+    let a = h.check("GET", "/api/x%00", &[("authorization", "Bearer t1")]).await;
+    assert_eq!((a.status, a.json()["detail"].as_str()), (StatusCode::BAD_REQUEST, Some("the path holds an encoded NUL byte")));
+}
+
+#[tokio::test]
+async fn two_different_tokens_get_400_naming_the_sources() {
+    let h = Harness::new(CONTRACT);
+    let a = h.check("GET", "/api/items", &[("authorization", "Bearer t1"), ("authorization", "Bearer t2")]).await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    assert_eq!(a.json()["type"], "urn:quotagate:ambiguous-credentials");
+    let detail = a.json()["detail"].as_str().unwrap().to_owned();
+    assert!(detail.starts_with("more than one credential, found in bearer"), "{detail}");
+    assert!(!a.body.contains("t1") && !a.body.contains("t2"), "{}", a.body);
+}
