@@ -550,7 +550,8 @@ mod tests {
     #[test]
     fn two_different_credentials_are_refused_naming_their_sources() {
         let id = identity(&ALL, Ambiguous::Reject);
-        let cases: &[(&str, &[(&str, &str)], &str)] = &[
+        type Headers<'a> = &'a [(&'a str, &'a str)];
+        let cases: &[(&str, Headers<'_>, &str)] = &[
             ("/?api_key=t1&api_key=t2", &[], "query:api_key"),
             ("/?api_key=t1&API_KEY=t2", &[], "query:api_key"),
             ("/?api_key=t1&api_key[]=t2", &[], "query:api_key"),

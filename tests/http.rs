@@ -633,19 +633,28 @@ async fn a_forwarded_request_that_cannot_be_read_unambiguously_gets_400() {
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
     assert_eq!(a.header("content-type"), "application/problem+json");
     assert_eq!(a.json()["type"], "urn:quotagate:ambiguous-request");
-    assert_eq!(a.json()["detail"], "X-Forwarded-Uri is missing, though other X-Forwarded-* headers are present");
-    let a = h
-        .check("POST", "/api/items", &[("x-forwarded-uri", "/docs"), ("authorization", "Bearer t1")])
-        .await;
-    assert_eq!((a.status, a.json()["detail"].as_str()), (StatusCode::BAD_REQUEST, Some("X-Forwarded-Uri appears more than once")));
+    assert_eq!(
+        a.json()["detail"],
+        "X-Forwarded-Uri is missing, though other X-Forwarded-* headers are present"
+    );
+    let a =
+        h.check("POST", "/api/items", &[("x-forwarded-uri", "/docs"), ("authorization", "Bearer t1")]).await;
+    assert_eq!(
+        (a.status, a.json()["detail"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("X-Forwarded-Uri appears more than once"))
+    );
     let a = h.check("GET", "/api/x%00", &[("authorization", "Bearer t1")]).await;
-    assert_eq!((a.status, a.json()["detail"].as_str()), (StatusCode::BAD_REQUEST, Some("the path holds an encoded NUL byte")));
+    assert_eq!(
+        (a.status, a.json()["detail"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("the path holds an encoded NUL byte"))
+    );
 }
 
 #[tokio::test]
 async fn two_different_tokens_get_400_naming_the_sources() {
     let h = Harness::new(CONTRACT);
-    let a = h.check("GET", "/api/items", &[("authorization", "Bearer t1"), ("authorization", "Bearer t2")]).await;
+    let a =
+        h.check("GET", "/api/items", &[("authorization", "Bearer t1"), ("authorization", "Bearer t2")]).await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
     assert_eq!(a.json()["type"], "urn:quotagate:ambiguous-credentials");
     let detail = a.json()["detail"].as_str().unwrap().to_owned();
