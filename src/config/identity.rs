@@ -77,7 +77,8 @@ impl Validator {
             }
         });
         let secret_file = raw.plan_header_secret_file.is_some();
-        let plan_secret = self.plan_secret(plan_header.is_some(), raw.plan_header_secret_file, raw.plan_secret_header);
+        let plan_secret =
+            self.plan_secret(plan_header.is_some(), raw.plan_header_secret_file, raw.plan_secret_header);
         if let (Some(header), false) = (&plan_header, secret_file) {
             self.warn(
                 "identity.plan_header",
