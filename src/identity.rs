@@ -399,9 +399,13 @@ fn values<'a>(
         }
         Source::Query(name) => {
             if let Some(q) = query {
-                out.extend(
-                    form_urlencoded::parse(q).filter(|(k, _)| names_parameter(k, name)).map(|(_, v)| v),
-                );
+                let named = |(k, v): (Cow<'a, str>, Cow<'a, str>)| names_parameter(&k, name).then_some(v);
+                out.extend(form_urlencoded::parse(q).filter_map(named));
+                // Rack 2, Python before 3.9.2 and Go before 1.17 also split the query on `;`:
+                // `api_key=a;api_key=b` is two values there, one (`a;api_key=b`) here.
+                if q.contains(&b';') {
+                    out.extend(q.split(|&b| b == b';').flat_map(form_urlencoded::parse).filter_map(named));
+                }
             }
         }
         Source::Cookie(name) => {
@@ -561,6 +565,8 @@ mod tests {
             ("/", &[("cookie", "session=t1; session=t2")], "cookie:session"),
             ("/", &[("cookie", "session=t1"), ("cookie", "session=t2")], "cookie:session"),
             ("/?api_key=t1", &[("cookie", "session=t2")], "query:api_key, cookie:session"),
+            ("/?api_key=t1;api_key=t2", &[], "query:api_key"),
+            ("/?api_key=t1;x=1", &[], "query:api_key"),
         ];
         for (uri, headers, sources) in cases {
             let err = who(&id, uri, headers).unwrap_err();
