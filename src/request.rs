@@ -90,6 +90,9 @@ impl<'a> Forwarded<'a> {
             }
             None => uri.as_bytes(),
         };
+        // A fragment is never part of a request target; nginx, Node and Python drop it, so a
+        // proxy that passes `#` on must not hide the path before it.
+        let uri = uri.iter().position(|&b| b == b'#').map_or(uri, |i| &uri[..i]);
         let (path, query) = match uri.iter().position(|&b| b == b'?') {
             Some(i) => (&uri[..i], Some(&uri[i + 1..])),
             None => (uri, None),
@@ -403,6 +406,19 @@ mod tests {
         assert_eq!(f.query, Some(&b"q=caf\xe9"[..]));
         let h = headers(&[("x-forwarded-uri", b"/api/summ\xe9")]);
         assert_eq!(Forwarded::from_headers(&h, "GET", "/").unwrap().path.canonical(), "/api/summ\u{fffd}");
+    }
+
+    #[test]
+    fn a_fragment_ends_the_path_and_the_query() {
+        for (uri, path, query) in [
+            (&b"/api/summarize#x"[..], "/api/summarize", None),
+            (b"/api/summarize?a=1#x", "/api/summarize", Some(&b"a=1"[..])),
+            (b"/docs#/../api/summarize", "/docs", None),
+        ] {
+            let h = headers(&[("x-forwarded-uri", uri)]);
+            let f = Forwarded::from_headers(&h, "GET", "/").unwrap();
+            assert_eq!((f.path.canonical(), f.query), (path, query));
+        }
     }
 
     #[test]
