@@ -411,17 +411,28 @@ fn values<'a>(
         Source::Cookie(name) => {
             for v in headers.get_all(http::header::COOKIE) {
                 let Ok(v) = v.to_str() else { continue };
-                // `value_trimmed`: Go's `Request.Cookie` strips one pair of double quotes, so
-                // `session="abc"` and `session=abc` are one session to such a backend.
+                // Go's `Request.Cookie` strips one pair of double quotes, so `session="abc"` and
+                // `session=abc` are one session to such a backend.
                 out.extend(
-                    cookie::Cookie::split_parse(v)
-                        .filter_map(Result::ok)
-                        .filter(|c| c.name() == name)
-                        .map(|c| Cow::Owned(c.value_trimmed().to_owned())),
+                    cookie::Cookie::split_parse(v).filter_map(Result::ok).filter(|c| c.name() == name).map(
+                        |c| match c.value_raw() {
+                            Some(raw) => Cow::Borrowed(unquote(raw)),
+                            None => Cow::Owned(c.value_trimmed().to_owned()),
+                        },
+                    ),
                 );
             }
         }
         Source::Host => {}
+    }
+}
+
+/// `"abc"` -> `abc`: one pair of surrounding double quotes removed, as `cookie`'s
+/// `value_trimmed` does, but borrowed from the header.
+fn unquote(value: &str) -> &str {
+    match value.strip_prefix('"').and_then(|v| v.strip_suffix('"')) {
+        Some(inner) => inner,
+        None => value,
     }
 }
 
