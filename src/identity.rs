@@ -648,4 +648,32 @@ mod tests {
             Ok(Caller::Token(id.hasher.token(b"t1")))
         );
     }
+
+    proptest::proptest! {
+        /// One token sent through every source at once is one caller, the same as through any
+        /// one of them; a second, different token anywhere makes the request ambiguous.
+        #[test]
+        fn one_token_through_every_source_is_one_caller(
+            token in "[A-Za-z0-9._~-]{1,40}",
+            other in "[A-Za-z0-9._~-]{1,40}",
+            quoted in proptest::bool::ANY,
+        ) {
+            let id = identity(&ALL, Ambiguous::Reject);
+            let query: String = form_urlencoded::byte_serialize(token.as_bytes()).collect();
+            let uri = format!("/?api_key={query}");
+            let cookie = if quoted { format!("session=\"{token}\"") } else { format!("session={token}") };
+            let bearer = format!("Bearer {token}");
+            let all = [("authorization", bearer.as_str()), ("x-api-key", token.as_str()), ("cookie", cookie.as_str())];
+            let expected = Caller::Token(id.hasher.token(token.as_bytes()));
+            proptest::prop_assert_eq!(who(&id, &uri, &all), Ok(expected));
+            proptest::prop_assert_eq!(who(&id, "/", &all[2..]), Ok(expected));
+            if other != token {
+                let other_key = format!("X_API_KEY: {other}");
+                let (name, value) = other_key.split_once(": ").unwrap();
+                let mixed = [all[0], all[1], all[2], (name, value)];
+                let is_ambiguous = matches!(who(&id, &uri, &mixed), Err(IdentityError::Ambiguous { .. }));
+                proptest::prop_assert!(is_ambiguous);
+            }
+        }
+    }
 }
