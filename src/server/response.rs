@@ -22,8 +22,8 @@ use smallvec::SmallVec;
 use crate::identity::{Caller, IdentityError};
 use crate::limiter::{Verdict, SECOND};
 use crate::policy::{Mode, Plan};
-use crate::store::{Judged, StoreError};
 use crate::request::RequestError;
+use crate::store::{Judged, StoreError};
 
 static X_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
 static X_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
