@@ -43,8 +43,8 @@ for target in "${targets[@]}"; do
         cov="$(grep -o 'cov: [0-9]*' "$log" | tail -1)"
         echo "fuzz $target: ${runs:-?} inputs in $seconds s, $cov, no failure"
     else
-        echo "fuzz $target FAILED; the end of libFuzzer's report:" >&2
-        grep -v '^#[0-9]' "$log" | tail -40 >&2
+        echo "fuzz $target FAILED:" >&2
+        grep -E -A4 'panicked at|ERROR: libFuzzer|^SUMMARY|^Failing input:|^Error:' "$log" | head -60 >&2
         failed+=("$target")
     fi
     rm -rf "$scratch" "$log"

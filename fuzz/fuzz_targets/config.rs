@@ -16,10 +16,7 @@ fuzz_target!(|data: &[u8]| {
         // length; a report that shows the new one where it showed the old one quotes it.
         let other: String = secret.chars().map(rotate).collect();
         let second = describe(&text.replacen(secret, &other, 1));
-        assert!(
-            !(first.contains(secret) && second.contains(&other)),
-            "identity.hash_key shows in: {first}"
-        );
+        assert!(!(first.contains(secret) && second.contains(&other)), "identity.hash_key shows in: {first}");
     }
 });
 
@@ -36,7 +33,10 @@ fn describe(text: &str) -> String {
             assert!(!problems.is_empty(), "an error without a problem: {e:?}");
             if let ConfigError::Invalid { problems, .. } = &e {
                 for p in problems {
-                    assert!(!p.key.is_empty() && !p.message.is_empty(), "a problem without a key path: {p:?}");
+                    assert!(
+                        !p.key.is_empty() && !p.message.is_empty(),
+                        "a problem without a key path: {p:?}"
+                    );
                 }
             }
             let shown = e.to_string();

@@ -7,7 +7,7 @@ use std::sync::LazyLock;
 
 use libfuzzer_sys::fuzz_target;
 use quotagate::config::Config;
-use quotagate::identity::{Caller, Identity, IdentityError};
+use quotagate::identity::{Caller, Identity, IdentityError, Source};
 use quotagate::request::Forwarded;
 use quotagate_fuzz::{reverse_query, rewrite, Head};
 
@@ -28,14 +28,29 @@ hash_key = "fuzzing-hash-key-not-a-secret-0123456789"
 depth = 2
 "#;
 
-static IDENTITY: LazyLock<Identity> =
-    LazyLock::new(|| Config::parse(CONFIG, "fuzz identity", None).expect("the fuzz config is valid").identity);
+static IDENTITY: LazyLock<Identity> = LazyLock::new(|| {
+    Config::parse(CONFIG, "fuzz identity", None).expect("the fuzz config is valid").identity
+});
+
+/// The credential sources alone (the host is not a credential), in the configured order and
+/// reversed.
+static CREDENTIALS: LazyLock<[Identity; 2]> = LazyLock::new(|| {
+    let mut forward = IDENTITY.clone();
+    forward.sources.retain(|s| *s != Source::Host);
+    let mut reversed = forward.clone();
+    reversed.sources.reverse();
+    [forward, reversed]
+});
 
 const PEER: IpAddr = IpAddr::V4(Ipv4Addr::new(172, 17, 0, 2));
 
 fn identify(head: &Head) -> Result<Caller, IdentityError> {
+    identify_by(&IDENTITY, head)
+}
+
+fn identify_by(identity: &Identity, head: &Head) -> Result<Caller, IdentityError> {
     let req = Forwarded::from_headers(&head.headers, &head.method, &head.uri);
-    IDENTITY.identify(&head.headers, &req, PEER)
+    identity.identify(&head.headers, &req, PEER)
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -60,7 +75,20 @@ fuzz_target!(|data: &[u8]| {
     });
     reversed.uri = String::from_utf8_lossy(&with_reversed_query(head.uri.as_bytes())).into_owned();
     let other = identify(&reversed);
-    assert_eq!(found.as_ref().ok(), other.as_ref().ok(), "the order of credentials matters: {found:?} vs {other:?}");
+    assert_eq!(
+        found.as_ref().ok(),
+        other.as_ref().ok(),
+        "the order of credentials matters: {found:?} vs {other:?}"
+    );
+
+    // Nor may the order of the sources: two sources with different values are two credentials.
+    let [forward, backward] = &*CREDENTIALS;
+    let (by_forward, by_backward) = (identify_by(forward, &head), identify_by(backward, &head));
+    assert_eq!(
+        by_forward.as_ref().ok(),
+        by_backward.as_ref().ok(),
+        "the order of sources matters: {by_forward:?} vs {by_backward:?}"
+    );
 
     // `session="abc"` is `session=abc`, as Go's Request.Cookie reads it.
     let mut unquoted = head.clone();

@@ -27,7 +27,11 @@ fuzz_target!(|data: &[u8]| {
     match snapshot::restore(&memory, &bytes, Path::new("fuzz.snap"), KEY_ID, NOW) {
         Ok(restored) => {
             let most = (bytes.len() - HEADER) / ENTRY;
-            assert!(restored as u64 <= CAPACITY && restored <= most, "{restored} entries from {} bytes", bytes.len());
+            assert!(
+                restored as u64 <= CAPACITY && restored <= most,
+                "{restored} entries from {} bytes",
+                bytes.len()
+            );
             assert_eq!(memory.live_keys(), restored as u64);
         }
         Err(e) => {

@@ -55,7 +55,10 @@ fn trim(mut value: &[u8]) -> &[u8] {
 
 /// `headers` with each name's values, in order, replaced by what `f` makes of them (a value
 /// `http` refuses is left out).
-pub fn rewrite(headers: &HeaderMap, mut f: impl FnMut(&HeaderName, Vec<Vec<u8>>) -> Vec<Vec<u8>>) -> HeaderMap {
+pub fn rewrite(
+    headers: &HeaderMap,
+    mut f: impl FnMut(&HeaderName, Vec<Vec<u8>>) -> Vec<Vec<u8>>,
+) -> HeaderMap {
     let mut out = HeaderMap::new();
     for name in headers.keys() {
         let values = headers.get_all(name).iter().map(|v| v.as_bytes().to_vec()).collect();
