@@ -1,9 +1,11 @@
 //! The snapshot loader: `snapshot::restore` on any bytes, as `snapshot::load` reads a file.
 //!
-//! Input: a mode byte, then the rest. An even mode byte: the rest is the file. An odd one: the
-//! rest is an entry count (u64, little-endian) and a body, which this target seals with a
-//! header (magic, version, this key id, length, checksum), so the fuzzer reaches the entry
-//! parser that the checksum otherwise guards.
+//! Input: a mode byte, then the rest. Mode bit 0 clear: the rest is the file. Set: the rest is
+//! an entry count (u64, little-endian) and a body, which this target seals with a header (magic,
+//! version, its key id, length, checksum), so the fuzzer reaches the entry parser that the
+//! checksum otherwise guards. Mode bit 1 set: the loader expects the key id the file's header
+//! names, so that a real snapshot (written under any hash key) is restored, not refused as
+//! foreign.
 #![no_main]
 
 use std::path::Path;
@@ -23,8 +25,12 @@ const ENTRY: usize = 16 + 4 + 8 + 1;
 fuzz_target!(|data: &[u8]| {
     let Some((&mode, rest)) = data.split_first() else { return };
     let bytes = if mode & 1 == 1 { seal(rest) } else { rest.to_vec() };
+    let key_id = match bytes.get(12..20) {
+        Some(id) if mode & 2 == 2 => u64::from_le_bytes(id.try_into().expect("8 bytes")),
+        _ => KEY_ID,
+    };
     let memory = Memory::new(CAPACITY);
-    match snapshot::restore(&memory, &bytes, Path::new("fuzz.snap"), KEY_ID, NOW) {
+    match snapshot::restore(&memory, &bytes, Path::new("fuzz.snap"), key_id, NOW) {
         Ok(restored) => {
             let most = (bytes.len() - HEADER) / ENTRY;
             assert!(
