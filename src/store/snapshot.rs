@@ -180,9 +180,31 @@ fn encode(saved: &Saved, buf: &mut Vec<u8>) -> bool {
 /// and no more entries are restored than the store can hold. Blocking: file I/O.
 pub fn load(memory: &Memory, path: &Path, key_id: u64, now: Nanos) -> Result<usize, SnapshotError> {
     let body = read(path, key_id)?;
+    Ok(put(memory, &body, now))
+}
+
+/// [`load`] from a snapshot's bytes instead of a file: the same checks, the same restore.
+/// `origin` names the snapshot in errors. Allocates nothing in proportion to what the header
+/// claims, only to the entries restored.
+pub fn restore(
+    memory: &Memory,
+    bytes: &[u8],
+    origin: &Path,
+    key_id: u64,
+    now: Nanos,
+) -> Result<usize, SnapshotError> {
+    let len = bytes.len() as u64;
+    let header = Header::parse(origin, &bytes[..bytes.len().min(HEADER)], len)?;
+    check_body(origin, &header, &bytes[HEADER..], key_id)?;
+    Ok(put(memory, &bytes[HEADER..], now))
+}
+
+/// Restores the entries of a checked body that have not expired at `now`, at most as many as
+/// the store holds.
+fn put(memory: &Memory, body: &[u8], now: Nanos) -> usize {
     let capacity = usize::try_from(memory.capacity()).unwrap_or(usize::MAX);
     let mut restored = 0;
-    for saved in Entries(&body) {
+    for saved in Entries(body) {
         if restored == capacity {
             break;
         }
@@ -190,7 +212,7 @@ pub fn load(memory: &Memory, path: &Path, key_id: u64, now: Nanos) -> Result<usi
             restored += usize::from(memory.restore(saved));
         }
     }
-    Ok(restored)
+    restored
 }
 
 /// Reads and checks the snapshot at `path`; returns its body, whose every entry parses.
@@ -205,56 +227,86 @@ fn read(path: &Path, key_id: u64) -> Result<Vec<u8>, SnapshotError> {
     };
     let len = file.metadata().map_err(io)?.len();
     // The header first, so a wrong path to a large file is refused without reading it.
-    let mut header = Vec::with_capacity(HEADER);
-    (&mut file).take(HEADER as u64).read_to_end(&mut header).map_err(io)?;
-    let seen = header.len().min(MAGIC.len());
-    if header[..seen] != MAGIC[..seen] {
-        return Err(SnapshotError::NotASnapshot { path: path.to_owned() });
-    }
-    let truncated = |expected: u64| SnapshotError::Truncated { path: path.to_owned(), len, expected };
-    if header.len() < HEADER {
-        return Err(truncated(HEADER as u64));
-    }
-    let u32_at = |i: usize| u32::from_le_bytes(header[i..i + 4].try_into().expect("4 bytes"));
-    let u64_at = |i: usize| u64::from_le_bytes(header[i..i + 8].try_into().expect("8 bytes"));
-    let version = u32_at(8);
-    if version != VERSION {
-        return Err(SnapshotError::Version { path: path.to_owned(), version });
-    }
-    let (written_key, count, body_len) = (u64_at(12), u64_at(20), u64_at(28));
-    let expected = body_len.saturating_add(HEADER as u64);
-    if len < expected {
-        return Err(truncated(expected));
-    }
-    let malformed = |reason| SnapshotError::Malformed { path: path.to_owned(), reason };
-    if len > expected {
-        return Err(malformed("bytes after the last entry"));
-    }
-    let mut body = Vec::with_capacity(usize::try_from(body_len).map_err(|_| malformed("too large"))?);
+    let mut first = Vec::with_capacity(HEADER);
+    (&mut file).take(HEADER as u64).read_to_end(&mut first).map_err(io)?;
+    let header = Header::parse(path, &first, len)?;
+    let too_large = SnapshotError::Malformed { path: path.to_owned(), reason: "too large" };
+    let mut body = Vec::with_capacity(usize::try_from(header.body_len).map_err(|_| too_large)?);
     file.read_to_end(&mut body).map_err(io)?;
-    if body.len() as u64 != body_len {
+    if body.len() as u64 != header.body_len {
         // The file changed under us; whoever writes snapshots renames, so it should not.
-        return Err(truncated(expected));
+        let expected = header.body_len + HEADER as u64;
+        return Err(SnapshotError::Truncated { path: path.to_owned(), len, expected });
     }
+    check_body(path, &header, &body, key_id)?;
+    Ok(body)
+}
+
+/// A snapshot's header, checked against the length of the whole snapshot.
+struct Header {
+    fields: [u8; FIELDS],
+    checksum: [u8; 32],
+    key_id: u64,
+    count: u64,
+    body_len: u64,
+}
+
+impl Header {
+    /// Parses `first`, the snapshot's first bytes (all of them if fewer than a header); `len`
+    /// is the length of the whole snapshot, which must be a header and `body_len` bytes.
+    fn parse(origin: &Path, first: &[u8], len: u64) -> Result<Header, SnapshotError> {
+        let seen = first.len().min(MAGIC.len());
+        if first[..seen] != MAGIC[..seen] {
+            return Err(SnapshotError::NotASnapshot { path: origin.to_owned() });
+        }
+        let truncated = |expected: u64| SnapshotError::Truncated { path: origin.to_owned(), len, expected };
+        let Some((fields, rest)) = first.split_first_chunk::<FIELDS>() else {
+            return Err(truncated(HEADER as u64));
+        };
+        let Some(checksum) = rest.first_chunk::<32>() else { return Err(truncated(HEADER as u64)) };
+        let u32_at = |i: usize| u32::from_le_bytes(fields[i..i + 4].try_into().expect("4 bytes"));
+        let u64_at = |i: usize| u64::from_le_bytes(fields[i..i + 8].try_into().expect("8 bytes"));
+        let version = u32_at(8);
+        if version != VERSION {
+            return Err(SnapshotError::Version { path: origin.to_owned(), version });
+        }
+        let (key_id, count, body_len) = (u64_at(12), u64_at(20), u64_at(28));
+        let expected = body_len.saturating_add(HEADER as u64);
+        if len < expected {
+            return Err(truncated(expected));
+        }
+        if len > expected {
+            return Err(SnapshotError::Malformed {
+                path: origin.to_owned(),
+                reason: "bytes after the last entry",
+            });
+        }
+        Ok(Header { fields: *fields, checksum: *checksum, key_id, count, body_len })
+    }
+}
+
+/// Checks `body` against `header`'s checksum and count, and that it was written under `key_id`.
+fn check_body(origin: &Path, header: &Header, body: &[u8], key_id: u64) -> Result<(), SnapshotError> {
     let mut hasher = blake3::Hasher::new();
-    hasher.update(&body);
-    hasher.update(&header[..FIELDS]);
+    hasher.update(body);
+    hasher.update(&header.fields);
     // `blake3::Hash` compares in constant time; not that it matters here.
-    if hasher.finalize() != blake3::Hash::from_bytes(header[FIELDS..].try_into().expect("32 bytes")) {
-        return Err(SnapshotError::Checksum { path: path.to_owned() });
+    if hasher.finalize() != blake3::Hash::from_bytes(header.checksum) {
+        return Err(SnapshotError::Checksum { path: origin.to_owned() });
     }
-    if written_key != key_id {
-        return Err(SnapshotError::Foreign { path: path.to_owned() });
+    if header.key_id != key_id {
+        return Err(SnapshotError::Foreign { path: origin.to_owned() });
     }
-    let mut entries = Entries(&body);
+    let malformed = |reason| SnapshotError::Malformed { path: origin.to_owned(), reason };
+    let mut entries = Entries(body);
     let parsed = entries.by_ref().count() as u64;
     if !entries.0.is_empty() {
         return Err(malformed("an entry is cut short"));
     }
-    if parsed != count {
+    if parsed != header.count {
         return Err(malformed("the entry count does not match the header"));
     }
-    Ok(body)
+    Ok(())
 }
 
 /// The entries of a body with their expiry; stops at the first that does not parse, leaving
@@ -513,6 +565,8 @@ mod tests {
             let memory = Memory::new(10);
             let err = load(&memory, &cut, KEY_ID, NOW).unwrap_err();
             assert!(matches!(err, SnapshotError::Truncated { .. }), "cut at {len}: {err:?}");
+            let err = restore(&memory, &bytes[..len], &cut, KEY_ID, NOW).unwrap_err();
+            assert!(matches!(err, SnapshotError::Truncated { .. }), "bytes cut at {len}: {err:?}");
             assert_eq!(memory.live_keys(), 0, "cut at {len}: restored something");
         }
         fs::write(&cut, [&bytes[..], b"x"].concat()).unwrap();
@@ -543,6 +597,19 @@ mod tests {
             assert!(expected, "bit flipped in byte {i}: {err:?}");
             assert_eq!(memory.live_keys(), 0, "byte {i}: restored something");
         }
+    }
+
+    #[test]
+    fn a_snapshot_restores_the_same_from_its_bytes_as_from_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("counters.snap");
+        let original = store(3);
+        write(&original, &path, KEY_ID, NOW).unwrap();
+        let (from_file, from_bytes) = (Memory::new(10), Memory::new(10));
+        assert_eq!(load(&from_file, &path, KEY_ID, NOW).unwrap(), 3);
+        assert_eq!(restore(&from_bytes, &fs::read(&path).unwrap(), &path, KEY_ID, NOW).unwrap(), 3);
+        assert_eq!(sorted(&from_bytes), sorted(&from_file));
+        assert_eq!(sorted(&from_bytes), sorted(&original));
     }
 
     #[test]
