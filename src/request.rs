@@ -124,9 +124,9 @@ pub fn normalize_host(host: &str) -> Cow<'_, str> {
         let inside = rest.split_once(']').map_or(rest, |(h, _)| h);
         return match inside.parse::<Ipv6Addr>() {
             Ok(ip) => Cow::Owned(format!("[{ip}]")),
-            // Not an address: kept as written, lower case, so it can only match a rule that
-            // names it the same way.
-            Err(_) => lower(host),
+            // Not an address: kept as written but for case and one trailing dot, as any other
+            // name, so it can only match a rule that names it the same way.
+            Err(_) => lower(host.strip_suffix('.').unwrap_or(host)),
         };
     }
     let host = match host.rsplit_once(':') {
@@ -550,6 +550,8 @@ mod tests {
             ("[0:0::1]", "[::1]"),
             ("[2001:DB8::1]", "[2001:db8::1]"),
             ("[not-v6]", "[not-v6]"),
+            // Found by the request fuzz target: a bracket that opens no address is a name.
+            ("[Pi.example.com.", "[pi.example.com"),
             ("", ""),
         ] {
             assert_eq!(normalize_host(given), normal, "{given}");

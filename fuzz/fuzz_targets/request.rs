@@ -1,10 +1,10 @@
-//! The forwarded request: `Forwarded::from_headers` on any check request, `normalize_path` on
-//! any path. Input: a request head (see `quotagate_fuzz::Head`).
+//! The forwarded request: `Forwarded::from_headers` on any check request, `Path::parse` on any
+//! path. Input: a request head (see `quotagate_fuzz::Head`).
 #![no_main]
 
 use http::{HeaderMap, HeaderValue};
 use libfuzzer_sys::fuzz_target;
-use quotagate::request::{normalize_path, Forwarded};
+use quotagate::request::{Forwarded, Path};
 use quotagate_fuzz::{rewrite, Head};
 
 // The API under test, in three functions, so that the invariants below read the same whatever
@@ -12,17 +12,18 @@ use quotagate_fuzz::{rewrite, Head};
 
 /// The forwarded request, or `None` if it is refused.
 fn read<'a>(headers: &'a HeaderMap, method: &'a str, uri: &'a str) -> Option<Forwarded<'a>> {
-    Some(Forwarded::from_headers(headers, method, uri))
+    Forwarded::from_headers(headers, method, uri).ok()
 }
 
-/// Every path a rule may be matched against.
+/// The reading with dot segments resolved (nginx's) that rules see first. Other readings keep
+/// dot segments on purpose (Express routes them as they come), so only this one is normal.
 fn paths<'a>(f: &'a Forwarded<'_>) -> Vec<&'a str> {
-    vec![&f.path]
+    vec![f.path.canonical()]
 }
 
 /// The normal form of a raw path (`None`: refused).
 fn normalize(raw: &str) -> Option<Vec<String>> {
-    Some(vec![normalize_path(raw).into_owned()])
+    Path::parse(raw.as_bytes()).ok().map(|p| vec![p.canonical().to_owned()])
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -70,12 +71,13 @@ fuzz_target!(|data: &[u8]| {
         let dotted = with_first(&head.headers, "x-forwarded-host", [bytes, b"."].concat());
         if let Some(f_dotted) = read(&dotted, &head.method, &head.uri) {
             assert_eq!(host(&f), host(&f_dotted), "a trailing dot makes another host");
-        }
+        };
     }
 });
 
 /// Starts with `/`; no `.`, `..` or empty segment (but for a trailing slash); normalising it
-/// again changes nothing.
+/// again changes nothing, unless it still holds a `%` (a decoded `%2525` is `%25`, which a
+/// backend that decodes twice reads as `%`: that is a second reading, not a fixed point).
 fn assert_normal(path: &str) {
     let inner = path.strip_prefix('/').unwrap_or_else(|| panic!("{path:?} does not start with /"));
     let inner = inner.strip_suffix('/').unwrap_or(inner);
@@ -84,7 +86,9 @@ fn assert_normal(path: &str) {
             assert!(!matches!(segment, "" | "." | ".."), "{path:?} has a segment {segment:?}");
         }
     }
-    assert_eq!(normalize(path), Some(vec![path.to_owned()]), "normalising {path:?} again changes it");
+    if !path.contains('%') {
+        assert_eq!(normalize(path), Some(vec![path.to_owned()]), "normalising {path:?} again changes it");
+    }
 }
 
 /// `headers` with the first value of `name` replaced by `value`.
