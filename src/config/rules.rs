@@ -7,6 +7,7 @@ use super::leaf::{quoted, segment, valid_name, NAME_RULE};
 use super::policy::unknown_plan;
 use super::raw::RawRule;
 use super::validate::Validator;
+use crate::limiter::Limit;
 use crate::policy::{HostMatch, Mode, PathGlob, PathMatch, Plan, Rule, RuleId, PLAN_SCOPE};
 
 impl Validator {
@@ -88,6 +89,7 @@ impl Validator {
         for (plan, limits) in &raw.limits {
             let lkey = format!("{key}.limits.{}", segment(plan));
             let parsed = self.limits(&lkey, limits, Some(&name));
+            self.names_unique(&lkey, &parsed, plans, earlier);
             if plan == "*" {
                 any_plan = parsed;
             } else if let Some(p) = plans.iter().position(|p| *p.name == **plan) {
@@ -108,6 +110,33 @@ impl Validator {
             per_plan,
             any_plan,
         })
+    }
+
+    /// A rule's limits are named apart from every plan's limits and every other rule's: one
+    /// request may be checked against its plan and several rules, and its answer names each
+    /// limit (`RateLimit-Policy`, `violated-policies`), so a shared name would be two policies
+    /// a client cannot tell apart. Unnamed rule limits are qualified with the rule's name
+    /// (`summarize.minute`), so only an explicit name can clash.
+    fn names_unique(&mut self, key: &str, limits: &[Limit], plans: &[Plan], earlier: &[Rule]) {
+        for (j, limit) in limits.iter().enumerate() {
+            let name = &*limit.name;
+            let plan = plans.iter().find(|p| p.limits.iter().any(|l| *l.name == *name));
+            let rule = earlier.iter().find(|r| {
+                r.any_plan.iter().chain(r.per_plan.iter().flatten().flatten()).any(|l| *l.name == *name)
+            });
+            let clash = match (plan, rule) {
+                (Some(p), _) => format!("a limit of plan {}", quoted(&p.name)),
+                (None, Some(r)) => format!("a limit of rule {}", quoted(&r.name)),
+                (None, None) => continue,
+            };
+            self.problem(
+                format!("{key}[{j}].name"),
+                format!(
+                    "{} is also the name of {clash} (names must be unique within an answer)",
+                    quoted(name)
+                ),
+            );
+        }
     }
 
     /// `host`: a host name or a glob over host names, matched against the request's host in
@@ -212,5 +241,33 @@ mod tests {
             Some("\"unlucky\" counts under the plans' own scope (rule scopes are a 32-bit hash of the name: rename the rule)")
         );
         assert_eq!(scope_taken(rule_scope("lucky"), "lucky", &[]), None);
+    }
+
+    #[test]
+    fn a_rule_limit_may_not_share_a_name_with_a_plan_limit_or_another_rules() {
+        let text = "[plans.free]\nlimits = [{ requests = 9, per = \"minute\" }]\n\
+             [[rules]]\nname = \"a\"\npath_prefix = \"/a\"\nlimits.free = [{ name = \"minute\", requests = 1, per = \"second\" }]\n\
+             [[rules]]\nname = \"b\"\npath_prefix = \"/b\"\nlimits.\"*\" = [{ name = \"a.hour\", requests = 1, per = \"hour\" }]\n\
+             [[rules]]\nname = \"c\"\npath_prefix = \"/c\"\nlimits.free = [{ requests = 1, per = \"hour\" }, { name = \"a.hour\", requests = 1, per = \"day\" }]\n";
+        let problems = Config::parse(text, "t.toml", None).unwrap_err().problems();
+        assert_eq!(
+            problems,
+            [
+                "rules[0].limits.free[0].name: \"minute\" is also the name of a limit of plan \"free\" (names must be unique within an answer)",
+                "rules[2].limits.free[1].name: \"a.hour\" is also the name of a limit of rule \"b\" (names must be unique within an answer)",
+            ]
+        );
+        // Unnamed, they are qualified with the rule's name and never clash.
+        let ok = "[plans.free]\nlimits = [{ requests = 9, per = \"minute\" }]\n\
+             [[rules]]\nname = \"a\"\npath_prefix = \"/a\"\nlimits.free = [{ requests = 1, per = \"minute\" }]\n\
+             [[rules]]\nname = \"b\"\npath_prefix = \"/\"\nlimits.free = [{ requests = 1, per = \"minute\" }]\n";
+        let names: Vec<_> = Config::parse(ok, "t.toml", None)
+            .unwrap()
+            .policy
+            .rules
+            .iter()
+            .map(|r| r.per_plan[0].as_ref().unwrap()[0].name.clone())
+            .collect();
+        assert_eq!(names.iter().map(|n| &**n).collect::<Vec<_>>(), ["a.minute", "b.minute"]);
     }
 }
