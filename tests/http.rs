@@ -55,7 +55,14 @@ impl Answer {
         let body = self.json();
         assert_eq!(body["type"], "https://iana.org/assignments/http-problem-types#quota-exceeded");
         let names = body["violated-policies"].as_array().unwrap_or_else(|| panic!("{body}"));
-        names.iter().map(|n| n.as_str().unwrap().to_owned()).collect()
+        let names: Vec<String> = names.iter().map(|n| n.as_str().unwrap().to_owned()).collect();
+        // Named exactly as in RateLimit-Policy, each with nothing left in RateLimit.
+        let state = self.items("ratelimit");
+        for n in &names {
+            assert!(self.items("ratelimit-policy").iter().any(|i| i.starts_with(&format!("{n} q="))), "{n}");
+            assert!(state.iter().any(|i| i.starts_with(&format!("{n} r=0 "))), "{n} in {state:?}");
+        }
+        names
     }
 }
 
@@ -83,6 +90,14 @@ impl Harness {
             items.iter().map(|i| i.split(' ').next().unwrap().to_owned()).collect()
         };
         assert_eq!(policy.map(name), state.map(name), "RateLimit-Policy and RateLimit name the same items");
+        // Retry-After is never earlier than the `t` of an item with nothing left.
+        if let (Some(retry), Some(state)) = (headers.get("retry-after"), names("ratelimit")) {
+            let retry: u64 = retry.to_str().unwrap().parse().unwrap();
+            for item in state.iter().filter(|i| i.contains(" r=0 ")) {
+                let t: u64 = item.rsplit_once(" t=").unwrap().1.parse().unwrap();
+                assert!(t <= retry, "{item} but Retry-After: {retry}");
+            }
+        }
         Answer { status, headers, body: String::from_utf8(body.to_vec()).unwrap() }
     }
 
