@@ -15,7 +15,9 @@
 //! limit's name, which config keeps unique among the limits one request can meet. An item's
 //! `q`/`w` never promise more than the limit gives: for a bucket (GCRA) `q` is `burst` and `w`
 //! the time to refill it, `burst * period / average`, rounded up to whole seconds; `r` is what
-//! is left now and `t` the seconds until the next unit of quota (the next token of a bucket).
+//! is left now and `t` the seconds until quota is available again (with `r=0`, the wait; else a
+//! window's end, or a bucket's next token), which keeps every `r=0` item's `t` within
+//! `Retry-After`.
 
 use std::fmt::{self, Write as _};
 
