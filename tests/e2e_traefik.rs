@@ -10,6 +10,7 @@ mod support;
 
 use std::time::Duration;
 
+use support::fields::sf_items;
 use support::{client, Backend, Quotagate, Traefik};
 
 const CONFIG: &str = r#"
@@ -41,7 +42,9 @@ path_prefix = "/docs"
 exempt = true
 "#;
 
-const AUTH_RESPONSE_HEADERS: [&str; 5] = [
+const AUTH_RESPONSE_HEADERS: [&str; 7] = [
+    "RateLimit-Policy",
+    "RateLimit",
     "X-Quotagate-Plan",
     "X-Quotagate-Identity",
     "X-RateLimit-Limit",
@@ -91,6 +94,7 @@ async fn a_client_gets_ten_200s_then_a_429_with_retry_after_and_ratelimit_fields
     for i in 0..10 {
         let r = http.get(&url).bearer_auth("demo-token").send().await.unwrap();
         assert_eq!(r.status(), 200, "request {i}");
+        assert!(r.headers().get("ratelimit").is_none(), "Traefik copies nothing to a 2xx's client");
         assert_eq!(r.text().await.unwrap(), support::backend::BACKEND_BODY);
         // The backend got quotagate's headers through authResponseHeaders.
         let seen = s.backend.last_request();
@@ -100,6 +104,13 @@ async fn a_client_gets_ten_200s_then_a_429_with_retry_after_and_ratelimit_fields
         let identity = seen.header("x-quotagate-identity").unwrap();
         assert!(identity.starts_with("tok:") && !identity.contains("demo-token"), "{identity}");
         assert_eq!(seen.uri, "/api/items?page=2");
+        // The IETF fields reach the backend (to relay), not the client: on a 2xx Traefik
+        // copies authResponseHeaders to the upstream request only.
+        assert_eq!(sf_items(seen.header("ratelimit-policy").unwrap()), ["day q=10 w=86400"]);
+        let state = sf_items(seen.header("ratelimit").unwrap());
+        let [item] = &state[..] else { panic!("{state:?}") };
+        let t: u64 = item.strip_prefix(&format!("day r={} t=", 9 - i)).unwrap().parse().unwrap();
+        assert!(t.abs_diff(until_midnight()) <= 2, "{item}");
     }
     let r = http.get(&url).bearer_auth("demo-token").send().await.unwrap();
     assert_eq!(r.status(), 429);
@@ -107,13 +118,14 @@ async fn a_client_gets_ten_200s_then_a_429_with_retry_after_and_ratelimit_fields
     let retry: u64 = h["retry-after"].to_str().unwrap().parse().unwrap();
     let expected = until_midnight();
     assert!(retry.abs_diff(expected) <= 2, "Retry-After {retry}, midnight in {expected}");
-    assert_eq!(h["ratelimit-policy"], r#""day";q=10;w=86400"#);
-    assert_eq!(h["ratelimit"].to_str().unwrap(), format!(r#""day";r=0;t={retry}"#));
+    assert_eq!(sf_items(h["ratelimit-policy"].to_str().unwrap()), ["day q=10 w=86400"]);
+    assert_eq!(sf_items(h["ratelimit"].to_str().unwrap()), [format!("day r=0 t={retry}")]);
     assert_eq!(h["x-ratelimit-remaining"], "0");
     assert_eq!(h["content-type"], "application/problem+json");
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["status"], 429);
-    assert_eq!(body["violated"][0]["name"], "day");
+    assert_eq!(body["type"], "https://iana.org/assignments/http-problem-types#quota-exceeded");
+    assert_eq!(body["violated-policies"], serde_json::json!(["day"]));
     assert_eq!(s.backend.request_count(), 10, "the denied request never reached the backend");
 
     // Another token has its own quota; a known token its own plan.
@@ -135,9 +147,10 @@ async fn rules_apply_to_the_forwarded_method_and_path() {
     }
     let r = http.post(&summarize).header("x-api-key", "rule-token").body("text").send().await.unwrap();
     assert_eq!(r.status(), 429);
-    assert!(r.headers()["ratelimit-policy"].to_str().unwrap().contains(r#""summarize.day";q=2;w=86400"#));
+    let policy = sf_items(r.headers()["ratelimit-policy"].to_str().unwrap());
+    assert_eq!(policy, ["day q=10 w=86400", "summarize.day q=2 w=86400"]);
     let body: serde_json::Value = r.json().await.unwrap();
-    assert_eq!(body["violated"][0]["name"], "summarize.day");
+    assert_eq!(body["violated-policies"], serde_json::json!(["summarize.day"]));
     // Percent-encoding does not dodge the rule.
     let r =
         http.post(format!("{base}/api/%73ummarize")).header("x-api-key", "rule-token").send().await.unwrap();

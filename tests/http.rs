@@ -13,6 +13,10 @@ use quotagate::limiter::{Nanos, SECOND};
 use quotagate::server::{self, AppState};
 use tower::ServiceExt;
 
+#[path = "support/fields.rs"]
+mod fields;
+use fields::sf_items;
+
 /// 2026-11-23 19:05:00 UTC: a whole minute.
 const T0: Nanos = 1_795_460_700 * SECOND;
 
@@ -40,6 +44,26 @@ impl Answer {
     fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.body).unwrap()
     }
+
+    /// A `RateLimit` or `RateLimit-Policy` field as an independent parser reads it.
+    fn items(&self, name: &str) -> Vec<String> {
+        sf_items(self.header(name))
+    }
+
+    /// The 429 body's `violated-policies`.
+    fn violated(&self) -> Vec<String> {
+        let body = self.json();
+        assert_eq!(body["type"], "https://iana.org/assignments/http-problem-types#quota-exceeded");
+        let names = body["violated-policies"].as_array().unwrap_or_else(|| panic!("{body}"));
+        let names: Vec<String> = names.iter().map(|n| n.as_str().unwrap().to_owned()).collect();
+        // Named exactly as in RateLimit-Policy, each with nothing left in RateLimit.
+        let state = self.items("ratelimit");
+        for n in &names {
+            assert!(self.items("ratelimit-policy").iter().any(|i| i.starts_with(&format!("{n} q="))), "{n}");
+            assert!(state.iter().any(|i| i.starts_with(&format!("{n} r=0 "))), "{n} in {state:?}");
+        }
+        names
+    }
 }
 
 impl Harness {
@@ -58,6 +82,22 @@ impl Harness {
         let status = res.status();
         let headers = res.headers().clone();
         let body = res.into_body().collect().await.unwrap().to_bytes();
+        // Every RateLimit field any test sees is one a Structured Fields parser reads, with
+        // one item per policy in both, in the same order.
+        let names = |field| headers.get(field).map(|v| sf_items(v.to_str().unwrap()));
+        let (policy, state) = (names("ratelimit-policy"), names("ratelimit"));
+        let name = |items: Vec<String>| -> Vec<String> {
+            items.iter().map(|i| i.split(' ').next().unwrap().to_owned()).collect()
+        };
+        assert_eq!(policy.map(name), state.map(name), "RateLimit-Policy and RateLimit name the same items");
+        // Retry-After is never earlier than the `t` of an item with nothing left.
+        if let (Some(retry), Some(state)) = (headers.get("retry-after"), names("ratelimit")) {
+            let retry: u64 = retry.to_str().unwrap().parse().unwrap();
+            for item in state.iter().filter(|i| i.contains(" r=0 ")) {
+                let t: u64 = item.rsplit_once(" t=").unwrap().1.parse().unwrap();
+                assert!(t <= retry, "{item} but Retry-After: {retry}");
+            }
+        }
         Answer { status, headers, body: String::from_utf8(body.to_vec()).unwrap() }
     }
 
@@ -110,21 +150,27 @@ async fn denies_the_eleventh_request_in_a_minute() {
         assert_eq!(a.header("x-ratelimit-reset"), "42");
         assert_eq!(a.header("x-quotagate-plan"), "free");
         assert!(a.header("x-quotagate-identity").starts_with("tok:"));
+        // The IETF fields on a 200 too, for the backend to relay: 41.7 s left in the minute.
+        assert_eq!(a.items("ratelimit-policy"), ["minute q=10 w=60", "day q=1000 w=86400"]);
+        let t_day = 86_400 - (19 * 3600 + 5 * 60 + 18);
+        assert_eq!(
+            a.items("ratelimit"),
+            [format!("minute r={} t=42", 9 - i), format!("day r={} t={t_day}", 999 - i)]
+        );
     }
     let a = h.bearer("demo").await;
     assert_eq!(a.status, StatusCode::TOO_MANY_REQUESTS);
     // 41.7 s remain in the minute: Retry-After rounds up, never earlier than the real wait.
     assert_eq!(a.header("retry-after"), "42");
-    assert_eq!(a.header("ratelimit-policy"), r#""minute";q=10;w=60, "day";q=1000;w=86400"#);
-    assert_eq!(a.header("ratelimit"), r#""minute";r=0;t=42, "day";r=990;t=17682"#);
+    assert_eq!(a.items("ratelimit-policy"), ["minute q=10 w=60", "day q=1000 w=86400"]);
+    assert_eq!(a.items("ratelimit"), ["minute r=0 t=42", "day r=990 t=17682"]);
     assert_eq!(a.header("x-ratelimit-limit"), "10");
     assert_eq!(a.header("x-ratelimit-remaining"), "0");
     assert_eq!(a.header("content-type"), "application/problem+json");
     let body = a.json();
     assert_eq!(body["status"], 429);
     assert_eq!(body["plan"], "free");
-    assert_eq!(body["violated"][0]["name"], "minute");
-    assert_eq!(body["violated"].as_array().unwrap().len(), 1);
+    assert_eq!(a.violated(), ["minute"]);
     assert_eq!(body["retry_after_seconds"], 42);
 
     // The fingerprint is not the token.
@@ -154,7 +200,22 @@ async fn denied_requests_do_not_use_up_quota() {
     h2.clock.advance(Duration::from_secs(60));
     let a = h2.bearer("demo").await;
     assert_eq!(a.status, StatusCode::TOO_MANY_REQUESTS, "count_denied: 1000 counted in the day");
-    assert_eq!(a.json()["violated"][0]["name"], "day");
+    assert_eq!(a.violated(), ["day"]);
+}
+
+#[tokio::test]
+async fn ratelimit_fields_on_200s_can_be_switched_off_but_429s_keep_them() {
+    let config = "[answers]\nratelimit_on_allowed = false\n[plans.free]\nlimits = [{ requests = 1, per = \"minute\" }]";
+    let h = Harness::new(config);
+    let a = h.bearer("t").await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert!(a.headers.get("ratelimit-policy").is_none() && a.headers.get("ratelimit").is_none());
+    assert_eq!(a.header("x-ratelimit-remaining"), "0");
+    let a = h.bearer("t").await;
+    assert_eq!(a.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(a.items("ratelimit-policy"), ["minute q=1 w=60"]);
+    assert_eq!(a.items("ratelimit"), ["minute r=0 t=60"]);
+    assert_eq!(a.header("retry-after"), "60");
 }
 
 #[tokio::test]
@@ -167,7 +228,7 @@ async fn a_monthly_quota_resets_on_the_first_at_midnight_utc() {
     let a = h.bearer("t").await;
     assert_eq!(a.status, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(a.header("retry-after"), "1");
-    assert_eq!(a.header("ratelimit-policy"), r#""month";q=2;w=2505600"#, "29 days");
+    assert_eq!(a.items("ratelimit-policy"), ["month q=2 w=2505600"], "29 days");
     h.clock.advance(Duration::from_secs(1));
     assert_eq!(h.bearer("t").await.status, StatusCode::OK, "1 March");
 }
@@ -188,7 +249,9 @@ async fn the_token_bucket_has_traefik_semantics() {
     let a = h.bearer(t).await;
     assert_eq!(a.status, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(a.header("retry-after"), "1", "10 ms, rounded up to a whole second");
-    assert_eq!(a.header("ratelimit-policy"), r#""bucket";q=50;w=1"#);
+    // q = burst, w = burst / average seconds rounded up: 50 at once, never more than 100/s.
+    assert_eq!(a.items("ratelimit-policy"), ["bucket q=50 w=1"]);
+    assert_eq!(a.items("ratelimit"), ["bucket r=0 t=1"]);
     h.clock.advance(Duration::from_millis(10));
     assert_eq!(h.bearer(t).await.status, StatusCode::OK, "one token back after 10 ms");
 }
@@ -296,10 +359,10 @@ async fn rules_add_limits_per_endpoint_and_exempt_others() {
     // A path that the backend decodes to the same endpoint does not slip past the rule.
     let a = h.check("POST", "/api/%73ummarize", &auth).await;
     assert_eq!(a.status, StatusCode::TOO_MANY_REQUESTS);
-    assert_eq!(a.json()["violated"][0]["name"], "summarize.minute");
+    assert_eq!(a.violated(), ["summarize.minute"]);
     assert_eq!(
-        a.header("ratelimit-policy"),
-        r#""minute";q=10;w=60, "day";q=1000;w=86400, "summarize.minute";q=2;w=60"#
+        a.items("ratelimit-policy"),
+        ["minute q=10 w=60", "day q=1000 w=86400", "summarize.minute q=2 w=60"]
     );
     let a = h.check("POST", "/docs/../api/summarize", &auth).await;
     assert_eq!(a.status, StatusCode::TOO_MANY_REQUESTS);
@@ -367,6 +430,7 @@ async fn dry_run_decides_but_lets_everything_through() {
         let a = h.bearer("x").await;
         assert_eq!(a.status, StatusCode::OK);
         assert!(a.headers.get("x-ratelimit-limit").is_none(), "nothing enforced, nothing to report");
+        assert!(a.headers.get("ratelimit-policy").is_none() && a.headers.get("ratelimit").is_none());
     }
     let metrics = h.get("/metrics").await.body;
     assert!(
@@ -409,9 +473,14 @@ async fn a_dry_run_rule_never_switches_off_the_plans_limits() {
             // The plan's headers, as if the rule did not exist.
             assert_eq!(a.header("x-ratelimit-limit"), "5", "request {i}");
             assert_eq!(a.header("x-ratelimit-remaining"), (4 - i).to_string(), "request {i}");
+            assert_eq!(
+                a.items("ratelimit-policy"),
+                ["day q=5 w=86400"],
+                "the dry-run rule is not advertised"
+            );
         } else {
-            assert_eq!(a.header("ratelimit-policy"), r#""day";q=5;w=86400"#, "only enforced limits speak");
-            assert_eq!(a.json()["violated"][0]["name"], "day");
+            assert_eq!(a.items("ratelimit-policy"), ["day q=5 w=86400"], "only enforced limits speak");
+            assert_eq!(a.violated(), ["day"]);
         }
         statuses.push(a.status.as_u16());
     }
@@ -433,7 +502,7 @@ async fn a_dry_run_rule_never_switches_off_the_plans_limits() {
     h.state.install(Config::parse(&enforced, "enforced.toml", None).unwrap());
     let a = h.check("GET", "/new/x", &auth).await;
     assert_eq!(a.status, StatusCode::TOO_MANY_REQUESTS);
-    assert_eq!(a.json()["violated"][0]["name"], "new.day");
+    assert_eq!(a.violated(), ["new.day"]);
 }
 
 #[tokio::test]
@@ -448,19 +517,17 @@ async fn three_hundred_matching_rules_are_each_named_in_the_denial() {
     assert_eq!(h.check("GET", "/many/x", &auth).await.status, StatusCode::OK);
     let a = h.check("GET", "/many/x", &auth).await;
     assert_eq!(a.status, StatusCode::TOO_MANY_REQUESTS);
-    let mut violated: Vec<String> = a.json()["violated"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v["name"].as_str().unwrap().to_owned())
-        .collect();
+    let mut violated = a.violated();
     violated.sort_unstable();
     let mut expected: Vec<String> = (0..300).map(|i| format!("r{i}.day")).collect();
     expected.sort_unstable();
     assert_eq!(violated, expected);
-    let policy = a.header("ratelimit-policy");
-    assert_eq!(policy.split(", ").count(), 301, "the plan's limit and every rule's");
-    assert!(policy.contains(r#""day";q=100;w=86400"#) && policy.contains(r#""r299.day";q=1;w=86400"#));
+    let policy = a.items("ratelimit-policy");
+    assert_eq!(policy.len(), 301, "the plan's limit and every rule's");
+    assert!(
+        policy.contains(&"day q=100 w=86400".to_owned())
+            && policy.contains(&"r299.day q=1 w=86400".to_owned())
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

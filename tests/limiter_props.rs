@@ -2,7 +2,8 @@
 //! every verdict is honest about the state it leaves behind: `remaining` more requests would be
 //! admitted now, and a request at `now + retry_after` is admitted while one a nanosecond
 //! earlier is not (and in whole seconds, as `Retry-After` says it: admitted at the rounded-up
-//! second, not one second before). For every algorithm, every kind of window and both counting
+//! second, not one second before), and `t` (`Limit::available_in`) is when more quota is back (a
+//! bucket's next token). For every algorithm, every kind of window and both counting
 //! modes, one limit at a time and several checked together as a store does.
 
 use std::num::NonZeroU32;
@@ -72,6 +73,25 @@ fn honest(limit: &Limit, state: &State, now: Nanos, v: &Verdict) -> Result<(), T
     if !matches!(limit.algorithm, Algorithm::Sliding { .. }) {
         // A fixed window ends, a bucket refills: the whole quota is back at the reset.
         prop_assert_eq!(admissible(limit, state, now + v.reset), limit.quota(), "whole at reset");
+    }
+    // `t` of the RateLimit field: with nothing left, the wait; for a bucket, the next token,
+    // exactly: one more admissible then, and not a nanosecond before.
+    let available = limit.available_in(v);
+    if v.remaining == 0 {
+        prop_assert_eq!(available, v.retry_after, "t is the wait when nothing remains");
+    }
+    if let Algorithm::Gcra { burst, .. } = limit.algorithm {
+        if v.remaining < burst.get() {
+            prop_assert!(available > 0, "a bucket that is not full gets its next token later");
+            prop_assert_eq!(
+                admissible(limit, state, now + available),
+                v.remaining + 1,
+                "the next token at t"
+            );
+            prop_assert_eq!(admissible(limit, state, now + available - 1), v.remaining, "no token before t");
+        } else {
+            prop_assert_eq!(available, 0, "a full bucket");
+        }
     }
     Ok(())
 }

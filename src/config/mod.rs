@@ -16,11 +16,12 @@
 //! - one file per section, holding its validated types and its checks: `server.rs`
 //!   (`[server]`, `[server.tls]`), `identity.rs` (`[identity]`), `policy.rs` (`[plans]`,
 //!   `[tokens]`, `tokens_file`, `[defaults]`), `rules.rs` (`[[rules]]`), `limits.rs` (a list of
-//!   limits, in plans and rules), `store.rs` (`[store]`).
+//!   limits, in plans and rules), `store.rs` (`[store]`), `answers.rs` (`[answers]`).
 //!
 //! A new key: its raw field in `raw.rs`, its check in its section's file, its validated field in
 //! that section's type.
 
+mod answers;
 mod error;
 mod identity;
 mod leaf;
@@ -36,6 +37,7 @@ mod validate;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+pub use answers::Answers;
 pub use error::{ConfigError, Problem};
 pub use raw::RawConfig;
 pub use server::{Connections, Server, TlsFiles};
@@ -58,6 +60,7 @@ pub struct Config {
     pub identity: Identity,
     pub policy: Policy,
     pub store: StoreConfig,
+    pub answers: Answers,
     /// The check listener's TLS settings, built from the files in `server.tls` when the config
     /// was read: certificates and key parsed and matched, ALPN `h2` then `http/1.1`.
     pub tls: Option<Arc<rustls::ServerConfig>>,

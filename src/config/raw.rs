@@ -4,7 +4,7 @@
 //! `Config::parse`), so these types do not deny them.
 //!
 //! A new key goes here first, then into the section's validation (`server.rs`, `identity.rs`,
-//! `policy.rs`, `rules.rs`, `limits.rs`, `store.rs`).
+//! `policy.rs`, `rules.rs`, `limits.rs`, `store.rs`, `answers.rs`).
 
 use std::collections::BTreeMap;
 
@@ -21,6 +21,7 @@ pub struct RawConfig {
     pub(super) tokens: BTreeMap<String, toml::Value>,
     pub(super) rules: Vec<RawRule>,
     pub(super) store: RawStore,
+    pub(super) answers: RawAnswers,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -81,6 +82,12 @@ pub(super) struct RawDefaults {
     pub(super) anonymous_plan: Option<String>,
     pub(super) count_denied: bool,
     pub(super) dry_run: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct RawAnswers {
+    pub(super) ratelimit_on_allowed: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -7,6 +7,7 @@ use super::leaf::{quoted, segment, valid_name, NAME_RULE};
 use super::policy::unknown_plan;
 use super::raw::RawRule;
 use super::validate::Validator;
+use crate::limiter::Limit;
 use crate::policy::{HostMatch, Mode, PathGlob, PathMatch, Plan, Rule, RuleId, PLAN_SCOPE};
 
 impl Validator {
@@ -96,7 +97,7 @@ impl Validator {
                 self.problem(lkey, unknown_plan(plan, plans, ", or \"*\" for any plan"));
             }
         }
-        Some(Rule {
+        let rule = Rule {
             id: RuleId(earlier.len()),
             scope,
             name: name.into(),
@@ -107,7 +108,45 @@ impl Validator {
             mode: if raw.dry_run { Mode::DryRun } else { Mode::Enforce },
             per_plan,
             any_plan,
-        })
+        };
+        self.names_unique(&key, &rule, plans, earlier);
+        Some(rule)
+    }
+
+    /// A rule's limits are named apart from the other limits one request can meet: its plan's
+    /// and every other rule's for that plan (any rules may match together). The answer names
+    /// each limit (`RateLimit-Policy`, `violated-policies`), so a shared name would be two
+    /// policies a client cannot tell apart. Unnamed rule limits are qualified with the rule's
+    /// name (`summarize.minute`), so only an explicit name can clash. Limits of different plans
+    /// never meet and may share names.
+    fn names_unique(&mut self, key: &str, rule: &Rule, plans: &[Plan], earlier: &[Rule]) {
+        let mut reported = std::collections::BTreeSet::new();
+        for (p, plan) in plans.iter().enumerate() {
+            let (list, lkey) = match &rule.per_plan[p] {
+                Some(limits) => (limits.as_slice(), format!("{key}.limits.{}", segment(&plan.name))),
+                None => (rule.any_plan.as_slice(), format!("{key}.limits.\"*\"")),
+            };
+            for (j, limit) in list.iter().enumerate() {
+                let name = &*limit.name;
+                let clash = if plan.limits.iter().any(|l| *l.name == *name) {
+                    format!("a limit of plan {}", quoted(&plan.name))
+                } else if let Some(r) =
+                    earlier.iter().find(|r| limits_for(r, p).iter().any(|l| *l.name == *name))
+                {
+                    format!("a limit of rule {} for plan {}", quoted(&r.name), quoted(&plan.name))
+                } else {
+                    continue;
+                };
+                let at = format!("{lkey}[{j}].name");
+                if reported.insert(at.clone()) {
+                    let msg = format!(
+                        "{} is also the name of {clash} (names must be unique within an answer)",
+                        quoted(name)
+                    );
+                    self.problem(at, msg);
+                }
+            }
+        }
     }
 
     /// `host`: a host name or a glob over host names, matched against the request's host in
@@ -146,6 +185,11 @@ impl Validator {
             }
         }
     }
+}
+
+/// The limits `rule` adds for plan `p`, as `Policy::applicable` picks them.
+fn limits_for(rule: &Rule, p: usize) -> &[Limit] {
+    rule.per_plan.get(p).and_then(Option::as_deref).unwrap_or(&rule.any_plan)
 }
 
 /// A rule's counter scope: a stable 32-bit hash of its name. Two names may share one; see
@@ -212,5 +256,34 @@ mod tests {
             Some("\"unlucky\" counts under the plans' own scope (rule scopes are a 32-bit hash of the name: rename the rule)")
         );
         assert_eq!(scope_taken(rule_scope("lucky"), "lucky", &[]), None);
+    }
+
+    #[test]
+    fn a_rule_limit_may_not_share_a_name_with_a_limit_it_can_meet() {
+        let text = "[plans.free]\nlimits = [{ requests = 9, per = \"minute\" }]\n\
+             [plans.pro]\nlimits = [{ name = \"hourly\", requests = 99, per = \"hour\" }]\n\
+             [[rules]]\nname = \"a\"\npath_prefix = \"/a\"\nlimits.free = [{ name = \"minute\", requests = 1, per = \"second\" }]\n\
+             [[rules]]\nname = \"b\"\npath_prefix = \"/b\"\nlimits.\"*\" = [{ name = \"a.hour\", requests = 1, per = \"hour\" }]\n\
+             [[rules]]\nname = \"c\"\npath_prefix = \"/c\"\nlimits.free = [{ requests = 1, per = \"hour\" }, { name = \"a.hour\", requests = 1, per = \"day\" }]\n\
+             [[rules]]\nname = \"d\"\npath_prefix = \"/d\"\nlimits.\"*\" = [{ name = \"hourly\", requests = 1, per = \"day\" }]\n";
+        let problems = Config::parse(text, "t.toml", None).unwrap_err().problems();
+        assert_eq!(
+            problems,
+            [
+                "rules[0].limits.free[0].name: \"minute\" is also the name of a limit of plan \"free\" (names must be unique within an answer)",
+                "rules[2].limits.free[1].name: \"a.hour\" is also the name of a limit of rule \"b\" for plan \"free\" (names must be unique within an answer)",
+                "rules[3].limits.\"*\"[0].name: \"hourly\" is also the name of a limit of plan \"pro\" (names must be unique within an answer)",
+            ]
+        );
+        // Limits that never meet may share a name; unnamed, rule limits are qualified with the
+        // rule's name and never clash.
+        let ok = "[plans.free]\nlimits = [{ requests = 9, per = \"minute\" }]\n\
+             [plans.pro]\nlimits = [{ name = \"hourly\", requests = 99, per = \"hour\" }]\n\
+             [[rules]]\nname = \"a\"\npath_prefix = \"/a\"\nlimits.free = [{ requests = 1, per = \"minute\" }]\nlimits.pro = [{ name = \"minute\", requests = 1, per = \"minute\" }]\n\
+             [[rules]]\nname = \"b\"\npath_prefix = \"/\"\nlimits.free = [{ name = \"hourly\", requests = 1, per = \"hour\" }]\n";
+        let config = Config::parse(ok, "t.toml", None).unwrap_or_else(|e| panic!("{e}"));
+        let names: Vec<_> =
+            config.policy.rules.iter().map(|r| r.per_plan[0].as_ref().unwrap()[0].name.clone()).collect();
+        assert_eq!(names.iter().map(|n| &**n).collect::<Vec<_>>(), ["a.minute", "hourly"]);
     }
 }

@@ -108,6 +108,7 @@ impl Validator {
         let file = raw.tokens_file.as_deref().map(|f| self.tokens_file(f)).unwrap_or_default();
         let tokens = Tokens { inline: raw.tokens, file };
         let policy = self.policy(raw.plans, tokens, raw.rules, raw.defaults, extras, identity.as_ref());
+        let answers = self.answers(raw.answers);
         Some(Config {
             origin: origin.to_owned(),
             files: std::mem::take(&mut self.files),
@@ -115,6 +116,7 @@ impl Validator {
             identity: identity?,
             policy: policy?,
             store: store?,
+            answers,
             tls,
             warnings: Vec::new(),
         })

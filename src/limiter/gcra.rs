@@ -6,7 +6,7 @@
 
 use std::num::NonZeroU32;
 
-use super::{Nanos, State, MAX_SPAN};
+use super::{Nanos, State, Verdict, MAX_SPAN};
 
 fn clamp(n: u128) -> Nanos {
     Nanos::try_from(n).unwrap_or(Nanos::MAX)
@@ -45,6 +45,19 @@ pub(super) fn after(
         clamp(retry_after),
         clamp(t * u128::from(burst.get())),
     )
+}
+
+/// Nanoseconds until the bucket holds one token more than `v.remaining` (zero when full). With
+/// `d = reset = TAT - now`, the bucket holds `remaining` tokens while
+/// `d > tau - remaining * T`, so the next one arrives after `d - tau + remaining * T`.
+pub(super) fn next_token(emission: Nanos, burst: NonZeroU32, v: &Verdict) -> Nanos {
+    if v.remaining >= burst.get() {
+        return 0;
+    }
+    let t = u128::from(emission.max(1));
+    let tau = t * u128::from(burst.get() - 1);
+    let d = u128::from(v.reset);
+    clamp((d + t * u128::from(v.remaining)).saturating_sub(tau))
 }
 
 #[cfg(test)]
@@ -151,5 +164,50 @@ mod tests {
         let v = hit_counting_denied(&limit, &mut state, T0);
         assert_eq!((v.retry_after, v.reset, v.remaining), (MAX_SPAN, MAX_SPAN, 0));
         assert!(admits_at(&limit, &state, T0 + MAX_SPAN));
+    }
+
+    #[test]
+    fn the_next_token_comes_one_emission_interval_after_the_last_one_taken() {
+        // average = 100, burst = 50: one token every 10 ms, a full bucket after 500 ms.
+        let limit = traefik_example();
+        let mut state = State::default();
+        let v = hit(&limit, &mut state, T0);
+        assert_eq!((v.remaining, v.reset), (49, SECOND / 100));
+        assert_eq!(limit.available_in(&v), SECOND / 100, "the next token, not the whole bucket");
+        for _ in 0..48 {
+            hit(&limit, &mut state, T0);
+        }
+        let v = hit(&limit, &mut state, T0);
+        assert_eq!((v.remaining, v.reset), (0, SECOND / 2));
+        assert_eq!(limit.available_in(&v), SECOND / 100, "not the full 500 ms");
+        // 4 ms later the next token is 6 ms away, and it is really there then, not before.
+        let now = T0 + 4 * SECOND / 1000;
+        let probe = limit.verdict(&state, now, true);
+        let wait = limit.available_in(&probe);
+        assert_eq!(wait, 6 * SECOND / 1000);
+        assert!(!admits_at(&limit, &state, now + wait - 1));
+        assert!(admits_at(&limit, &state, now + wait));
+        // Partly refilled: 23 tokens 233 ms on (23 whole intervals), the 24th 7 ms later.
+        let now = T0 + 233 * SECOND / 1000;
+        let probe = limit.verdict(&state, now, true);
+        assert_eq!((probe.remaining, limit.available_in(&probe)), (23, 7 * SECOND / 1000));
+        // Full again: nothing to wait for.
+        let probe = limit.verdict(&state, T0 + SECOND, true);
+        assert_eq!((probe.remaining, limit.available_in(&probe)), (50, 0));
+    }
+
+    #[test]
+    fn a_bucket_in_debt_is_available_when_it_admits_again() {
+        let limit =
+            Limit::new("s", Algorithm::Gcra { emission: 2 * SECOND, burst: NonZeroU32::new(3).unwrap() });
+        let mut state = State::default();
+        for _ in 0..10 {
+            hit_counting_denied(&limit, &mut state, T0);
+        }
+        let v = limit.verdict(&state, T0, false);
+        assert_eq!(v.remaining, 0);
+        assert_eq!(limit.available_in(&v), v.retry_after);
+        assert!(!admits_at(&limit, &state, T0 + v.retry_after - 1));
+        assert!(admits_at(&limit, &state, T0 + v.retry_after));
     }
 }

@@ -158,6 +158,20 @@ impl Limit {
         Verdict { allowed, quota: self.quota(), remaining, reset, retry_after, window }
     }
 
+    /// Nanoseconds from the verdict's `now` until this limit's quota is available again, the
+    /// `t` of its `RateLimit` item: with nothing left, the wait for the next request
+    /// (`retry_after`); else, for a window, its end; for a bucket, the next token (zero when
+    /// full), not the whole bucket, as a bucket refills one token at a time.
+    pub fn available_in(&self, v: &Verdict) -> Nanos {
+        if v.remaining == 0 {
+            return v.retry_after;
+        }
+        match self.algorithm {
+            Algorithm::Fixed { .. } | Algorithm::Sliding { .. } => v.reset,
+            Algorithm::Gcra { emission, burst } => gcra::next_token(emission, burst, v),
+        }
+    }
+
     /// The longest stretch of time this limit speaks of: its window (the longest month for
     /// calendar months) or its bucket's span, `burst` emission intervals. Config refuses limits
     /// longer than [`MAX_SPAN`].

@@ -104,7 +104,8 @@ async fn decide(
             return response::pass(Some(plan), Some(&caller));
         }
     };
-    let report = Report { plan, caller: &caller, verdicts };
+    let report =
+        Report { plan, caller: &caller, verdicts, ratelimit_on_allowed: config.answers.ratelimit_on_allowed };
 
     // Dry-run limits never change the answer: they are only reported.
     let dry_run = report.worst(Mode::DryRun);

@@ -1,13 +1,23 @@
 //! Every status and header quotagate answers with, in one place.
 //!
-//! - 200: empty body; `X-RateLimit-Limit`, `-Remaining`, `-Reset` for the most constrained
-//!   limit, `X-Quotagate-Plan` and `X-Quotagate-Identity` (a fingerprint, never a token), for
+//! - 200: empty body; `RateLimit-Policy` and `RateLimit` (unless `answers.ratelimit_on_allowed`
+//!   is off), `X-RateLimit-Limit`, `-Remaining`, `-Reset` for the most constrained limit,
+//!   `X-Quotagate-Plan` and `X-Quotagate-Identity` (a fingerprint, never a token), for
 //!   Traefik's `authResponseHeaders` to copy to the backend.
-//! - 429: `Retry-After` (whole seconds, rounded up), `RateLimit-Policy` and `RateLimit` (IETF
-//!   draft structured fields, one item per limit), the `X-RateLimit-*` headers and an
-//!   `application/problem+json` body naming the violated limits.
+//! - 429: `Retry-After` (whole seconds, rounded up), `RateLimit-Policy` and `RateLimit`, the
+//!   `X-RateLimit-*` headers and an `application/problem+json` body of the registered type
+//!   `quota-exceeded`, whose `violated-policies` are the violated items' names.
 //! - 400 / 401: a problem+json body saying what is wrong with the credentials, or (400) with
 //!   the forwarded request.
+//!
+//! `RateLimit-Policy` and `RateLimit` follow draft-ietf-httpapi-ratelimit-headers-11: one item
+//! per enforced limit (dry-run limits are not enforced, so not advertised), named by the
+//! limit's name, which config keeps unique among the limits one request can meet. An item's
+//! `q`/`w` never promise more than the limit gives: for a bucket (GCRA) `q` is `burst` and `w`
+//! the time to refill it, `burst * period / average`, rounded up to whole seconds; `r` is what
+//! is left now and `t` the seconds until quota is available again (with `r=0`, the wait; else a
+//! window's end, or a bucket's next token), which keeps every `r=0` item's `t` within
+//! `Retry-After`.
 
 use std::fmt::{self, Write as _};
 
@@ -33,10 +43,12 @@ static X_IDENTITY: HeaderName = HeaderName::from_static("x-quotagate-identity");
 static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
 const PROBLEM_JSON: &str = "application/problem+json";
+/// The problem type of draft-ietf-httpapi-ratelimit-headers, section 5.
+const QUOTA_EXCEEDED: &str = "https://iana.org/assignments/http-problem-types#quota-exceeded";
 
 /// Headers on a 200 with limit information, and on a 429 (with its body): the maps are made
 /// this size at once instead of growing (and rehashing) on the way.
-const ALLOWED_HEADERS: usize = 5;
+const ALLOWED_HEADERS: usize = 7;
 const DENIED_HEADERS: usize = 10;
 
 /// Whole seconds, rounded up: a client told to wait this long never comes back too early.
@@ -51,6 +63,8 @@ pub struct Report<'a> {
     pub caller: &'a Caller,
     /// The store's verdicts, enforced and dry-run, each with its limit.
     pub verdicts: &'a [Judged<'a>],
+    /// Whether a 200 carries `RateLimit-Policy` and `RateLimit` (`answers.ratelimit_on_allowed`).
+    pub ratelimit_on_allowed: bool,
 }
 
 impl<'a> Report<'a> {
@@ -161,6 +175,42 @@ fn x_ratelimit(headers: &mut HeaderMap, v: &Verdict) {
     headers.insert(X_RESET.clone(), number(ceil_secs(v.reset)));
 }
 
+/// `RateLimit-Policy` and `RateLimit`: one item per enforced verdict, in the same order, each
+/// written into one stack buffer per field (a single allocation each, for the value).
+fn ratelimit_fields(headers: &mut HeaderMap, report: &Report<'_>) {
+    let mut policy = Text::default();
+    let mut state = Text::default();
+    let mut digits = itoa::Buffer::new();
+    for (i, j) in report.enforced().enumerate() {
+        if i > 0 {
+            policy.0.extend_from_slice(b", ");
+            state.0.extend_from_slice(b", ");
+        }
+        let v = &j.verdict;
+        sf_string(&mut policy, &j.limit.name);
+        policy.0.extend_from_slice(b";q=");
+        policy.0.extend_from_slice(digits.format(v.quota).as_bytes());
+        policy.0.extend_from_slice(b";w=");
+        policy.0.extend_from_slice(digits.format(policy_window(v)).as_bytes());
+        sf_string(&mut state, &j.limit.name);
+        state.0.extend_from_slice(b";r=");
+        state.0.extend_from_slice(digits.format(v.remaining).as_bytes());
+        state.0.extend_from_slice(b";t=");
+        state.0.extend_from_slice(digits.format(ceil_secs(j.limit.available_in(v))).as_bytes());
+    }
+    if policy.0.is_empty() {
+        return;
+    }
+    headers.insert(RATELIMIT_POLICY.clone(), policy.value().expect("names are header-safe"));
+    headers.insert(RATELIMIT.clone(), state.value().expect("names are header-safe"));
+}
+
+/// An item's `w`: its window in whole seconds, rounded up (at least 1). Rounding up lowers the
+/// advertised rate `q / w`, never raises it.
+fn policy_window(v: &Verdict) -> u64 {
+    ceil_secs(v.window).max(1)
+}
+
 /// 200 with no limit information: exempt, unlimited or allow-listed.
 pub fn pass(plan: Option<&Plan>, caller: Option<&Caller>) -> Response {
     let mut res = Response::new(Body::empty());
@@ -177,11 +227,14 @@ pub fn allowed(report: &Report<'_>) -> Response {
     if let Some(j) = report.tightest() {
         x_ratelimit(h, &j.verdict);
     }
+    if report.ratelimit_on_allowed {
+        ratelimit_fields(h, report);
+    }
     res
 }
 
-/// The 429 body. Fields in alphabetical order, as `serde_json::Value` (a `BTreeMap`) wrote
-/// them before.
+/// The 429 body (RFC 9457, the draft's `quota-exceeded` type). Members in alphabetical order,
+/// as a `serde_json::Value` (a `BTreeMap`) would write them.
 #[derive(Serialize)]
 struct Denied<'a> {
     detail: DeniedDetail<'a>,
@@ -191,29 +244,17 @@ struct Denied<'a> {
     title: &'static str,
     #[serde(rename = "type")]
     kind: &'static str,
-    violated: ViolatedList<'a>,
+    #[serde(rename = "violated-policies")]
+    violated_policies: ViolatedPolicies<'a>,
 }
 
-/// The violated limits, serialised as they are read from the report.
-struct ViolatedList<'a>(&'a Report<'a>);
+/// The violated enforced limits' names, as their items are named in `RateLimit-Policy`.
+struct ViolatedPolicies<'a>(&'a Report<'a>);
 
-impl Serialize for ViolatedList<'_> {
+impl Serialize for ViolatedPolicies<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_seq(self.0.violated(Mode::Enforce).map(|j| Violated {
-            name: &j.limit.name,
-            quota: j.verdict.quota,
-            retry_after_seconds: ceil_secs(j.verdict.retry_after).max(1),
-            window_seconds: ceil_secs(j.verdict.window).max(1),
-        }))
+        serializer.collect_seq(self.0.violated(Mode::Enforce).map(|j| &*j.limit.name))
     }
-}
-
-#[derive(Serialize)]
-struct Violated<'a> {
-    name: &'a str,
-    quota: u32,
-    retry_after_seconds: u64,
-    window_seconds: u64,
 }
 
 /// `rate limit exceeded (NAMES) for plan PLAN; retry in N s`, written straight into the body.
@@ -238,24 +279,10 @@ impl Serialize for DeniedDetail<'_> {
 
 /// 429 for a request over an enforced limit.
 pub fn denied(report: &Report<'_>) -> Response {
-    let mut policy = Text::default();
-    let mut state = Text::default();
-    for (i, j) in report.enforced().enumerate() {
-        if i > 0 {
-            policy.0.extend_from_slice(b", ");
-            state.0.extend_from_slice(b", ");
-        }
-        let v = &j.verdict;
-        let name = &j.limit.name;
-        sf_string(&mut policy, name);
-        let _ = write!(policy, ";q={};w={}", v.quota, ceil_secs(v.window).max(1));
-        sf_string(&mut state, name);
-        let wait = if v.allowed { v.reset } else { v.retry_after };
-        let _ = write!(state, ";r={};t={}", v.remaining, ceil_secs(wait));
-    }
     let worst = report.worst(Mode::Enforce).expect("a denied request violates an enforced limit");
     // Every enforced limit must admit the next request, not only the violated ones: with
-    // `count_denied` this request may have taken an allowed limit's last one.
+    // `count_denied` this request may have taken an allowed limit's last one. An item with
+    // `r=0` has `t = ceil(retry_after)`, so no such `t` is later than this.
     let wait = report.enforced().map(|j| j.verdict.retry_after).max().unwrap_or(0);
     let retry_after = ceil_secs(wait).max(1);
     let body = Denied {
@@ -263,9 +290,9 @@ pub fn denied(report: &Report<'_>) -> Response {
         plan: &report.plan.name,
         retry_after_seconds: retry_after,
         status: 429,
-        title: "Too Many Requests",
-        kind: "urn:quotagate:rate-limited",
-        violated: ViolatedList(report),
+        title: "Request cannot be satisfied as assigned quota has been exceeded",
+        kind: QUOTA_EXCEEDED,
+        violated_policies: ViolatedPolicies(report),
     };
     let mut json = Vec::with_capacity(512);
     serde_json::to_writer(&mut json, &body).expect("the body serialises");
@@ -275,8 +302,7 @@ pub fn denied(report: &Report<'_>) -> Response {
     *h = HeaderMap::with_capacity(DENIED_HEADERS);
     h.insert(CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
     h.insert(RETRY_AFTER, number(retry_after));
-    h.insert(RATELIMIT_POLICY.clone(), policy.value().expect("names are header-safe"));
-    h.insert(RATELIMIT.clone(), state.value().expect("names are header-safe"));
+    ratelimit_fields(h, report);
     x_ratelimit(h, &worst.verdict);
     identity_headers(h, Some(report.plan), Some(report.caller));
     res
@@ -364,6 +390,8 @@ mod tests {
 
     use super::*;
     use crate::identity::Key;
+    use crate::limiter::tests::hit;
+    use crate::limiter::{Algorithm, Limit, Nanos, State, Window};
 
     #[test]
     fn numbers_read_the_same_from_the_table_and_from_digits() {
@@ -381,12 +409,43 @@ mod tests {
         }
     }
 
+    /// An independent reading of a `RateLimit` or `RateLimit-Policy` value (the `sfv` crate):
+    /// each item as `name k=v ...`.
+    fn sf_items(res: &Response, field: &HeaderName) -> Vec<String> {
+        let value = res.headers().get(field).unwrap_or_else(|| panic!("no {field}")).to_str().unwrap();
+        let list: sfv::List = sfv::Parser::new(value).parse().unwrap();
+        list.iter()
+            .map(|entry| {
+                let sfv::ListEntry::Item(item) = entry else { panic!("an inner list in {value}") };
+                let mut out = item.bare_item.as_string().expect("a string").as_str().to_owned();
+                for (k, v) in &item.params {
+                    let n = i64::from(v.as_integer().expect("an integer"));
+                    out.push_str(&format!(" {}={n}", k.as_str()));
+                }
+                out
+            })
+            .collect()
+    }
+
+    fn gcra(average: u32, period: Nanos, burst: u32) -> Algorithm {
+        Algorithm::Gcra {
+            emission: period / u64::from(average),
+            burst: std::num::NonZeroU32::new(burst).unwrap(),
+        }
+    }
+
+    fn judged<'a>(limit: &'a Limit, verdict: Verdict) -> Judged<'a> {
+        Judged { limit, rule: None, mode: Mode::Enforce, verdict }
+    }
+
+    fn report<'a>(plan: &'a Plan, caller: &'a Caller, verdicts: &'a [Judged<'a>]) -> Report<'a> {
+        Report { plan, caller, verdicts, ratelimit_on_allowed: true }
+    }
+
     #[test]
-    fn the_429_body_is_what_serde_json_value_wrote() {
-        use crate::limiter::{Algorithm, Limit};
-        let gcra =
-            |burst| Algorithm::Gcra { emission: SECOND, burst: std::num::NonZeroU32::new(burst).unwrap() };
-        let limits = [Limit::new("minute", gcra(10)), Limit::new("d\"a\\y", gcra(1000))];
+    fn the_429_body_is_a_quota_exceeded_problem_naming_the_violated_policies() {
+        let limits =
+            [Limit::new("minute", gcra(1, SECOND, 10)), Limit::new("d\"a\\y", gcra(1, SECOND, 1000))];
         let verdict = |allowed, quota, retry_after| Verdict {
             allowed,
             quota,
@@ -395,29 +454,152 @@ mod tests {
             retry_after,
             window: 60 * SECOND,
         };
-        let judged = |limit, verdict| Judged { limit, rule: None, mode: Mode::Enforce, verdict };
         let verdicts = [
             judged(&limits[0], verdict(false, 10, 41_700_000_000)),
             judged(&limits[1], verdict(false, 1000, 17_000 * SECOND)),
         ];
         let plan = Plan::new("fr\"ee", false, limits.to_vec());
         let caller = Caller::Token(Key(1));
-        let report = Report { plan: &plan, caller: &caller, verdicts: &verdicts };
-        let res = denied(&report);
+        let res = denied(&report(&plan, &caller, &verdicts));
+        assert_eq!(sf_items(&res, &RATELIMIT_POLICY), ["minute q=10 w=60", "d\"a\\y q=1000 w=60"]);
         let body = futures_body(res);
         let expected = json!({
-            "type": "urn:quotagate:rate-limited",
-            "title": "Too Many Requests",
+            "type": "https://iana.org/assignments/http-problem-types#quota-exceeded",
+            "title": "Request cannot be satisfied as assigned quota has been exceeded",
             "status": 429,
             "detail": "rate limit exceeded (minute,d\"a\\y) for plan fr\"ee; retry in 17000 s",
             "plan": "fr\"ee",
-            "violated": [
-                { "name": "minute", "quota": 10, "window_seconds": 60, "retry_after_seconds": 42 },
-                { "name": "d\"a\\y", "quota": 1000, "window_seconds": 60, "retry_after_seconds": 17000 },
-            ],
+            "violated-policies": ["minute", "d\"a\\y"],
             "retry_after_seconds": 17000,
         });
         assert_eq!(body, expected.to_string());
+    }
+
+    /// 2026-11-23 19:05:00 UTC: a whole minute.
+    const T0: Nanos = 1_795_460_700 * SECOND;
+
+    #[test]
+    fn no_item_with_nothing_left_is_available_later_than_retry_after() {
+        // A sliding minute of 3 whose previous minute counted 4, half a minute in: the previous
+        // minute weighs 2, so this request takes the last one. The window ends in 30 s, but the
+        // weight drops enough to admit one more in 15 s: that is when its quota is back.
+        let sliding = Limit::new(
+            "minute",
+            Algorithm::Sliding { requests: std::num::NonZeroU32::new(3).unwrap(), window: Window::Minute },
+        );
+        let mut state = State { at: T0 + 60 * SECOND, count: 0, previous: 4 };
+        let now = T0 + 30 * SECOND;
+        let last = hit(&sliding, &mut state, now);
+        assert!(last.allowed);
+        assert_eq!((last.remaining, last.retry_after, last.reset), (0, 15 * SECOND, 30 * SECOND));
+        // A second that is full denies the request, for half a second.
+        let second = Limit::new(
+            "second",
+            Algorithm::Fixed { requests: std::num::NonZeroU32::new(1).unwrap(), window: Window::Second },
+        );
+        let mut state = State::default();
+        hit(&second, &mut state, now - SECOND / 2);
+        let denied_v = hit(&second, &mut state, now - SECOND / 2);
+        assert!(!denied_v.allowed);
+        let verdicts = [judged(&sliding, last), judged(&second, denied_v)];
+        let plan = Plan::new("free", false, vec![sliding.clone(), second.clone()]);
+        let caller = Caller::Token(Key(1));
+        let res = denied(&report(&plan, &caller, &verdicts));
+        assert_eq!(res.headers()[RETRY_AFTER], "15");
+        assert_eq!(sf_items(&res, &RATELIMIT), ["minute r=0 t=15", "second r=0 t=1"]);
+    }
+
+    #[test]
+    fn a_bucket_item_waits_for_the_next_token_not_the_full_bucket() {
+        // average = 1, period = 2s, burst = 5: one token every 2 s, a full bucket in 10 s.
+        let bucket = Limit::new("bucket", gcra(1, 2 * SECOND, 5));
+        let plan = Plan::new("free", false, vec![bucket.clone()]);
+        let caller = Caller::Token(Key(1));
+        let mut state = State::default();
+        hit(&bucket, &mut state, T0);
+        hit(&bucket, &mut state, T0);
+        let third = hit(&bucket, &mut state, T0);
+        assert_eq!((third.remaining, third.reset), (2, 6 * SECOND));
+        let verdicts = [judged(&bucket, third)];
+        let res = allowed(&report(&plan, &caller, &verdicts));
+        assert_eq!(sf_items(&res, &RATELIMIT_POLICY), ["bucket q=5 w=10"]);
+        assert_eq!(
+            sf_items(&res, &RATELIMIT),
+            ["bucket r=2 t=2"],
+            "2 s to the next token, not 6 s to a full bucket"
+        );
+        for _ in 0..2 {
+            hit(&bucket, &mut state, T0);
+        }
+        let over = hit(&bucket, &mut state, T0 + SECOND / 2);
+        let verdicts = [judged(&bucket, over)];
+        let res = denied(&report(&plan, &caller, &verdicts));
+        assert_eq!(sf_items(&res, &RATELIMIT), ["bucket r=0 t=2"], "1.5 s to the next token, not 9.5 s");
+        assert_eq!(res.headers()[RETRY_AFTER], "2");
+    }
+
+    #[test]
+    fn a_buckets_policy_never_promises_more_than_the_bucket_gives() {
+        // For a spread of buckets: a client that finds r = q and spends q at once is admitted
+        // every time, and after waiting w it can do so again: q per w is really available, and
+        // q / w is never above average / period.
+        let cases = [
+            (100, SECOND, 50),
+            (100, SECOND, 1),
+            (50, SECOND / 2, 10),
+            (1, 60 * SECOND, 3),
+            (3, 2 * SECOND, 2),
+            (7, 3 * SECOND, 700),
+            (1, SECOND, 1),
+        ];
+        for (average, period, burst) in cases {
+            let limit = Limit::new("b", gcra(average, period, burst));
+            let plan = Plan::new("free", false, vec![limit.clone()]);
+            let caller = Caller::Token(Key(1));
+            let mut state = State::default();
+            let v = limit.verdict(&state, T0, true);
+            let verdicts = [judged(&limit, v)];
+            let items = sf_items(&allowed(&report(&plan, &caller, &verdicts)), &RATELIMIT_POLICY);
+            let [item] = &items[..] else { panic!("{items:?}") };
+            let mut params =
+                item.split(' ').skip(1).map(|p| p.split_once('=').unwrap().1.parse::<u64>().unwrap());
+            let (q, w) = (params.next().unwrap(), params.next().unwrap());
+            let case = format!("average {average}, period {period} ns, burst {burst}: q={q};w={w}");
+            assert!(
+                u128::from(q) * u128::from(period) <= u128::from(average) * u128::from(w * SECOND),
+                "{case}: above the rate"
+            );
+            assert!(q <= u64::from(burst), "{case}: more at once than the bucket holds");
+            let mut now = T0;
+            for round in 0..3 {
+                for i in 0..q {
+                    assert!(hit(&limit, &mut state, now).allowed, "{case}: round {round}, request {i}");
+                }
+                now += w * SECOND;
+            }
+        }
+    }
+
+    #[test]
+    fn a_200_carries_the_fields_unless_switched_off() {
+        let minute = Limit::new(
+            "minute",
+            Algorithm::Fixed { requests: std::num::NonZeroU32::new(10).unwrap(), window: Window::Minute },
+        );
+        let plan = Plan::new("free", false, vec![minute.clone()]);
+        let caller = Caller::Token(Key(1));
+        let mut state = State::default();
+        let v = hit(&minute, &mut state, T0 + 18 * SECOND);
+        let dry = Judged { mode: Mode::DryRun, ..judged(&minute, v) };
+        let verdicts = [judged(&minute, v), dry];
+        let mut r = report(&plan, &caller, &verdicts);
+        let res = allowed(&r);
+        assert_eq!(sf_items(&res, &RATELIMIT_POLICY), ["minute q=10 w=60"], "dry run is not advertised");
+        assert_eq!(sf_items(&res, &RATELIMIT), ["minute r=9 t=42"]);
+        r.ratelimit_on_allowed = false;
+        let res = allowed(&r);
+        assert!(!res.headers().contains_key(&RATELIMIT) && !res.headers().contains_key(&RATELIMIT_POLICY));
+        assert_eq!(res.headers()[&X_REMAINING], "9");
     }
 
     fn futures_body(res: Response) -> String {

@@ -16,6 +16,7 @@
 
 pub mod backend;
 pub mod certs;
+pub mod fields;
 pub mod nginx;
 pub mod process;
 pub mod quotagate;

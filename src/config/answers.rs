@@ -1,0 +1,51 @@
+//! `[answers]`: what quotagate's answers carry beyond the decision itself.
+
+use super::raw::RawAnswers;
+use super::validate::Validator;
+
+/// Validated `[answers]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Answers {
+    /// Whether a 200 carries `RateLimit-Policy` and `RateLimit` (a 429 always does). On by
+    /// default: on a 2xx Traefik copies the auth answer's headers only to the upstream
+    /// request, so the backend can relay them to its client only if they are there.
+    pub ratelimit_on_allowed: bool,
+}
+
+impl Default for Answers {
+    fn default() -> Self {
+        Answers { ratelimit_on_allowed: true }
+    }
+}
+
+impl Validator {
+    /// Nothing in `[answers]` can be invalid once it has its type (booleans, which reading
+    /// checks with their key paths); this is where a key with a range would be checked.
+    pub(super) fn answers(&mut self, raw: RawAnswers) -> Answers {
+        Answers { ratelimit_on_allowed: raw.ratelimit_on_allowed.unwrap_or(true) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+
+    const PLAN: &str = "[plans.free]\nlimits = [{ requests = 9, per = \"minute\" }]\n";
+
+    #[test]
+    fn ratelimit_fields_on_allowed_answers_are_on_unless_switched_off() {
+        let on = Config::parse(PLAN, "t.toml", None).unwrap();
+        assert!(on.answers.ratelimit_on_allowed);
+        let off = Config::parse(&format!("{PLAN}[answers]\nratelimit_on_allowed = false\n"), "t.toml", None);
+        assert!(!off.unwrap().answers.ratelimit_on_allowed);
+    }
+
+    #[test]
+    fn bad_answers_values_are_reported_with_their_key_paths() {
+        let text = format!("{PLAN}[answers]\nratelimit_on_allowed = \"no\"\nratelimit = true\n");
+        let problems = Config::parse(&text, "t.toml", None).unwrap_err().problems();
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems[0].starts_with("answers.ratelimit_on_allowed: "), "{problems:?}");
+        assert!(problems[1].starts_with("answers.ratelimit: "), "{problems:?}");
+    }
+}
