@@ -728,3 +728,79 @@ async fn two_different_tokens_get_400_naming_the_sources() {
     assert!(detail.starts_with("more than one credential, found in bearer"), "{detail}");
     assert!(!a.body.contains("t1") && !a.body.contains("t2"), "{}", a.body);
 }
+
+/// Traefik's `average = 100, period = 1s, burst = 1`, whose max_delay is 5 ms.
+const STEADY: &str = "{ average = 100, period = \"1s\", burst = 1 }";
+
+/// Callers limited by IP alone, under one bucket.
+fn by_ip(bucket: &str) -> Harness {
+    Harness::new(&format!(
+        "[identity]\nmissing = \"ip\"\n[defaults]\nplan = \"free\"\nanonymous_plan = \"free\"\n\
+         [plans.free]\nlimits = [{bucket}]"
+    ))
+}
+
+impl Harness {
+    async fn anonymous(&self) -> Answer {
+        self.check("GET", "/api/items", &[]).await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_bucket_answers_an_early_request_200_once_its_token_is_due() {
+    let h = by_ip(STEADY);
+    assert_eq!(h.anonymous().await.status, StatusCode::OK);
+    // The next token is due 10 ms after the first: 6 ms on, the request is 4 ms early, within
+    // max_delay, so it is held 4 ms (on the paused clock) and passes.
+    h.clock.advance(Duration::from_millis(6));
+    let started = tokio::time::Instant::now();
+    assert_eq!(h.anonymous().await.status, StatusCode::OK);
+    assert_eq!(started.elapsed(), Duration::from_millis(4));
+    // Its token is taken: 8 ms on, the next one (due at 20 ms) is 12 ms off.
+    h.clock.advance(Duration::from_millis(2));
+    let started = tokio::time::Instant::now();
+    let denied = h.anonymous().await;
+    assert_eq!(denied.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(started.elapsed(), Duration::ZERO, "a denial does not wait");
+}
+
+#[tokio::test(start_paused = true)]
+async fn max_delay_0s_rejects_an_early_request_at_once() {
+    let h = by_ip("{ average = 100, period = \"1s\", burst = 1, max_delay = \"0s\" }");
+    assert_eq!(h.anonymous().await.status, StatusCode::OK);
+    h.clock.advance(Duration::from_millis(6));
+    let started = tokio::time::Instant::now();
+    assert_eq!(h.anonymous().await.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(started.elapsed(), Duration::ZERO);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_cancelled_while_it_waits_has_spent_its_token() {
+    let h = by_ip(STEADY);
+    assert_eq!(h.anonymous().await.status, StatusCode::OK);
+    h.clock.advance(Duration::from_millis(6));
+    // The client gives up 1 ms into its 4 ms wait: the handler's future is dropped.
+    let gave_up = tokio::time::timeout(Duration::from_millis(1), h.anonymous()).await;
+    assert!(gave_up.is_err(), "still waiting after 1 ms");
+    // Its reservation stands: the next token is due at 20 ms, 14 ms off, beyond max_delay.
+    assert_eq!(h.anonymous().await.status, StatusCode::TOO_MANY_REQUESTS);
+    h.clock.advance(Duration::from_millis(9));
+    assert_eq!(h.anonymous().await.status, StatusCode::OK, "5 ms early, within max_delay");
+}
+
+#[tokio::test(start_paused = true)]
+async fn waiting_requests_hold_no_thread_and_wait_side_by_side() {
+    // 10 a second, max_delay 10 s: fifty requests at once are admitted, the k-th told to wait
+    // k * 100 ms. On this one-threaded runtime they all finish when the last token is due.
+    let h = by_ip("{ average = 10, period = \"1s\", burst = 1, max_delay = \"10s\" }");
+    let started = tokio::time::Instant::now();
+    let mut waiting = tokio::task::JoinSet::new();
+    for _ in 0..50 {
+        let h = Harness { state: h.state.clone(), clock: h.clock.clone() };
+        waiting.spawn(async move { h.anonymous().await.status });
+    }
+    while let Some(status) = waiting.join_next().await {
+        assert_eq!(status.unwrap(), StatusCode::OK);
+    }
+    assert_eq!(started.elapsed(), Duration::from_millis(4_900));
+}

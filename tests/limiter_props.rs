@@ -155,7 +155,7 @@ fn windowed(quota: u32, window: Window, sliding: bool) -> Limit {
 /// A bucket of `burst` refilled `average` per `period_ms`, as config builds it.
 fn bucket(average: u32, period_ms: u64, burst: u32) -> Limit {
     let emission = period_ms * 1_000_000 / u64::from(average);
-    Limit::new("b", Algorithm::Gcra { emission, burst: NonZeroU32::new(burst).unwrap() })
+    Limit::new("b", Algorithm::Gcra { emission, burst: NonZeroU32::new(burst).unwrap(), max_delay: 0 })
 }
 
 /// Any limit: a fixed or sliding window of any kind, or a bucket (periods up to a day).

@@ -1,7 +1,8 @@
 //! The memory store and the Redis store (its Lua script, on a real redis-server) are one
 //! algorithm: driven through the same random sequences of (time, limits, counting mode), they
 //! give identical decisions, to the nanosecond of every wait. The script is told the time
-//! (`Redis::with_caller_clock`), so a sequence can span months in a moment.
+//! (`Redis::with_caller_clock`), so a sequence can span months in a moment. Buckets may let a
+//! request wait for its token (`max_delay`): both stores give the same waits too.
 //!
 //! A second property starts both from the same extreme state (counts near `u32::MAX`, buckets
 //! billions deep), where the products of a sliding window's weight pass 2^53 and doubles would
@@ -17,7 +18,7 @@ use std::time::Duration;
 use proptest::prelude::*;
 use proptest::test_runner::{Config as Cases, TestCaseError, TestRunner};
 use quotagate::identity::Key;
-use quotagate::limiter::{Algorithm, Limit, Nanos, State, Window, MAX_SPAN, SECOND};
+use quotagate::limiter::{Algorithm, Limit, Nanos, State, Window, MAX_DELAY, MAX_SPAN, SECOND};
 use quotagate::store::{Counting, Decision, Memory, Mode, Redis, Scope, Store};
 use support::RedisServer;
 
@@ -51,11 +52,20 @@ fn limit() -> impl Strategy<Value = Limit> {
         };
         Limit::new("w", algorithm)
     });
-    let bucket = (quota, 0.0f64..1.0).prop_map(|(burst, share)| {
-        // Emission intervals spread over orders of magnitude, the span within MAX_SPAN.
-        let most = MAX_SPAN / u64::from(burst);
+    // No wait, a wait of a few emission intervals or less, or up to MAX_DELAY.
+    let delay = prop_oneof![2 => Just(0.0f64), 1 => 0.0f64..3.0, 1 => 3.0f64..4.0];
+    let bucket = (quota, 0.0f64..1.0, delay).prop_map(|(burst, share, delay)| {
+        // Emission intervals spread over orders of magnitude, the span (plus the wait) within
+        // MAX_SPAN, as config keeps it.
+        let most = (MAX_SPAN - MAX_DELAY) / u64::from(burst);
         let emission = ((most as f64).powf(share) as u64).clamp(1, most);
-        Limit::new("b", Algorithm::Gcra { emission, burst: NonZeroU32::new(burst).unwrap() })
+        let max_delay = if delay < 3.0 {
+            ((emission as f64) * delay) as u64
+        } else {
+            ((MAX_DELAY as f64).powf(delay - 3.0) as u64).min(MAX_DELAY)
+        }
+        .min(MAX_DELAY);
+        Limit::new("b", Algorithm::Gcra { emission, burst: NonZeroU32::new(burst).unwrap(), max_delay })
     });
     prop_oneof![2 => windowed, 1 => bucket]
 }
@@ -146,6 +156,7 @@ fn memory_and_redis_decide_every_sequence_identically() {
     let mut runner = TestRunner::new(Cases { cases: 96, failure_persistence: None, ..Cases::default() });
     let caller = Cell::new(0u128);
     let checks = Cell::new(0usize);
+    let waited = Cell::new(0usize);
     runner
         .run(&(scopes(), start(), steps()), |(pool, mut now, steps)| {
             caller.set(caller.get() + 1);
@@ -172,12 +183,23 @@ fn memory_and_redis_decide_every_sequence_identically() {
                 let redis = stores.check(&stores.redis, who, &scopes, now, counting);
                 checks.set(checks.get() + 1);
                 prop_assert_eq!(&memory, &redis, "at {} ({:?}) for {:?}", now, counting, scopes);
-                wait = memory.verdicts().iter().map(|j| j.verdict.retry_after).max().unwrap_or(0);
+                // Obeying either wait: until admitted at once, or until admitted with the
+                // longest wait a bucket allows (where the reservation's edge lies).
+                let edge = now % 2 == 0;
+                let wait_of = |j: &quotagate::store::Judged<'_>| {
+                    let early = if edge { j.limit.max_delay() } else { 0 };
+                    j.verdict.retry_after.saturating_sub(early)
+                };
+                wait = memory.verdicts().iter().map(wait_of).max().unwrap_or(0);
+                if memory.wait() > 0 {
+                    waited.set(waited.get() + 1);
+                }
             }
             Ok(())
         })
         .unwrap();
     assert!(checks.get() > 500, "only {} checks", checks.get());
+    assert!(waited.get() > 20, "only {} allowed requests waited", waited.get());
 }
 
 /// One limit's counters, as `State` has them, with extreme values.

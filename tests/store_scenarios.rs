@@ -27,7 +27,10 @@ fn sliding(name: &str, n: u32, window: Window) -> Limit {
 }
 
 fn hourly_bucket(burst: u32) -> Limit {
-    Limit::new("bucket", Algorithm::Gcra { emission: 3600 * SECOND, burst: NonZeroU32::new(burst).unwrap() })
+    Limit::new(
+        "bucket",
+        Algorithm::Gcra { emission: 3600 * SECOND, burst: NonZeroU32::new(burst).unwrap(), max_delay: 0 },
+    )
 }
 
 /// A caller no earlier scenario (or run) used.

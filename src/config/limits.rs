@@ -7,7 +7,7 @@ use std::num::NonZeroU32;
 use super::leaf::{quoted, valid_name, Per, NAME_RULE};
 use super::raw::RawLimit;
 use super::validate::Validator;
-use crate::limiter::{Algorithm, Limit, MAX_SPAN, SECOND};
+use crate::limiter::{Algorithm, Limit, Nanos, MAX_DELAY, MAX_SPAN, SECOND};
 
 impl Validator {
     /// Validates a list of limits; `rule` prefixes default names (`summarize.minute`).
@@ -15,6 +15,16 @@ impl Validator {
         let mut out: Vec<Limit> = Vec::new();
         for (i, l) in raw.iter().enumerate() {
             let lkey = format!("{key}[{i}]");
+            let windowed = l.requests.is_some() || l.per.is_some() || l.algorithm.is_some();
+            if l.average == Some(0) && !windowed {
+                // Traefik's `average = 0`: no limit. Its other keys are still checked.
+                self.duration(format!("{lkey}.period"), l.period.as_deref().unwrap_or("1s"));
+                if let Some(d) = &l.max_delay {
+                    self.max_delay(&lkey, d);
+                }
+                self.unlimited.push(lkey);
+                continue;
+            }
             let Some(limit) = self.limit(&lkey, l, rule) else { continue };
             if let Some(other) = out.iter().find(|o| o.id == limit.id) {
                 let msg =
@@ -37,7 +47,8 @@ impl Validator {
         const SHAPES: &str =
             "a limit is { requests, per } (with algorithm = \"fixed\" or \"sliding\") or { average, period, burst }";
         let windowed = raw.requests.is_some() || raw.per.is_some() || raw.algorithm.is_some();
-        let bucket = raw.average.is_some() || raw.period.is_some() || raw.burst.is_some();
+        let bucket =
+            raw.average.is_some() || raw.period.is_some() || raw.burst.is_some() || raw.max_delay.is_some();
         let algorithm = match (windowed, bucket) {
             (true, true) => {
                 self.problem(key, format!("mixes window keys and bucket keys ({SHAPES})"));
@@ -71,10 +82,12 @@ impl Validator {
         let limit = Limit::new(name, algorithm);
         // The Redis script counts in doubles, exact below 2^53 ns: MAX_SPAN keeps every wait
         // and every difference of instants below that (see limiter).
-        if limit.span() > u128::from(MAX_SPAN) {
+        if limit.span() + u128::from(limit.max_delay()) > u128::from(MAX_SPAN) {
             let days = MAX_SPAN / (86_400 * SECOND);
             let (key, what) = match algorithm {
-                Algorithm::Gcra { .. } => (key.to_owned(), "a bucket's burst * period / average"),
+                Algorithm::Gcra { .. } => {
+                    (key.to_owned(), "a bucket's burst * period / average plus max_delay")
+                }
                 _ => (format!("{key}.per"), "a window"),
             };
             let got = limit.span().div_ceil(u128::from(86_400 * SECOND));
@@ -134,7 +147,7 @@ impl Validator {
             None => {
                 self.problem(
                     format!("{key}.average"),
-                    "missing (requests per period; for no limit use unlimited = true)",
+                    "missing (requests per period; 0 or unlimited = true for no limit)",
                 );
                 None
             }
@@ -145,12 +158,117 @@ impl Validator {
             self.problem(format!("{key}.period"), "must be longer than 0s");
         }
         let burst = self.count(format!("{key}.burst"), raw.burst.unwrap_or(1));
-        let (average, period, burst) = (average?, period.filter(|p| !p.is_zero())?, burst?);
+        let max_delay = match raw.max_delay.as_deref() {
+            Some(d) => self.max_delay(key, d),
+            None => Some(None),
+        };
+        let (average, period, burst, max_delay) =
+            (average?, period.filter(|p| !p.is_zero())?, burst?, max_delay?);
         let emission = u64::try_from(period.as_nanos() / u128::from(average.get())).unwrap_or(u64::MAX);
         if emission == 0 || period.as_nanos() > u128::from(366 * 86_400 * SECOND) {
             self.problem(key, "period / average must lie between 1ns and a year");
             return None;
         }
-        Some(Algorithm::Gcra { emission, burst })
+        let max_delay = max_delay.unwrap_or_else(|| traefik_max_delay(average.get(), period.as_nanos()));
+        Some(Algorithm::Gcra { emission, burst, max_delay })
+    }
+
+    /// A bucket's `max_delay`: `Some(None)` for "auto", `Some(Some(ns))` for a duration, `None`
+    /// after recording a problem.
+    fn max_delay(&mut self, key: &str, value: &str) -> Option<Option<Nanos>> {
+        let key = format!("{key}.max_delay");
+        if value == "auto" {
+            return Some(None);
+        }
+        let d = self.duration(key.clone(), value)?;
+        if d.as_nanos() > u128::from(MAX_DELAY) {
+            let msg =
+                format!("must be at most 1h, as a waiting request holds its connection (got {value:?})");
+            self.problem(key, msg);
+            return None;
+        }
+        Some(Some(u64::try_from(d.as_nanos()).expect("at most MAX_DELAY")))
+    }
+}
+
+/// Traefik's maxDelay for `average` requests per `period` nanoseconds: `1 / (2 * rate)`, the
+/// rate in whole requests per second (Go's `time.Duration(rate)` truncates), for rates of at
+/// least one a second; 500 ms below that.
+pub(super) fn traefik_max_delay(average: u32, period: u128) -> Nanos {
+    let rate = u128::from(average) * u128::from(SECOND) / period;
+    if rate == 0 {
+        SECOND / 2
+    } else {
+        u64::try_from(u128::from(SECOND) / (2 * rate)).expect("at most half a second")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn plan_limit(limit: &str) -> Result<Config, String> {
+        let text = format!("[plans.free]\nlimits = [{limit}]\n");
+        Config::parse(&text, "test.toml", None).map_err(|e| e.to_string())
+    }
+
+    fn bucket(limit: &str) -> Algorithm {
+        let config = plan_limit(limit).unwrap_or_else(|e| panic!("{e}"));
+        config.policy.plans[0].limits[0].algorithm
+    }
+
+    fn max_delay(limit: &str) -> Nanos {
+        match bucket(limit) {
+            Algorithm::Gcra { max_delay, .. } => max_delay,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn max_delay_auto_is_traefiks_formula() {
+        let ms = SECOND / 1000;
+        // 1 / (2 * rate) for whole requests per second (Go truncates the rate), else 500 ms.
+        assert_eq!(traefik_max_delay(100, u128::from(SECOND)), 5 * ms);
+        assert_eq!(traefik_max_delay(50, u128::from(SECOND / 2)), 5 * ms);
+        assert_eq!(traefik_max_delay(3, 2 * u128::from(SECOND)), 500 * ms, "1.5/s counts as 1/s");
+        assert_eq!(traefik_max_delay(1, u128::from(SECOND)), 500 * ms);
+        assert_eq!(traefik_max_delay(1, 2 * u128::from(SECOND)), 500 * ms, "below 1/s");
+        assert_eq!(traefik_max_delay(3, 1), 0, "a rate past 1/ns waits for nothing");
+        assert_eq!(max_delay("{ average = 100 }"), 5 * ms, "auto is the default");
+        assert_eq!(max_delay("{ average = 100, max_delay = \"auto\" }"), 5 * ms);
+        assert_eq!(max_delay("{ average = 100, max_delay = \"250ms\" }"), 250 * ms);
+        assert_eq!(max_delay("{ average = 100, max_delay = \"0s\" }"), 0);
+    }
+
+    #[test]
+    fn max_delay_is_refused_on_windows_and_past_an_hour() {
+        let e = plan_limit("{ requests = 5, per = \"minute\", max_delay = \"1s\" }").unwrap_err();
+        assert!(e.contains("plans.free.limits[0]: mixes window keys and bucket keys"), "{e}");
+        let e = plan_limit("{ average = 5, max_delay = \"2h\" }").unwrap_err();
+        assert!(e.contains("plans.free.limits[0].max_delay: must be at most 1h"), "{e}");
+        let e = plan_limit("{ average = 5, max_delay = \"soon\" }").unwrap_err();
+        assert!(e.contains("plans.free.limits[0].max_delay"), "{e}");
+    }
+
+    #[test]
+    fn average_0_means_no_limit_as_in_traefik() {
+        let config =
+            plan_limit("{ average = 0, period = \"1s\", burst = 10 }").unwrap_or_else(|e| panic!("{e}"));
+        let plan = &config.policy.plans[0];
+        assert!(plan.limits.is_empty());
+        assert!(plan.unlimited, "a plan whose only bucket has average = 0 limits nothing");
+        assert!(
+            config.summary().contains("no limit (average = 0): plans.free.limits[0]"),
+            "{}",
+            config.summary()
+        );
+        // Beside another limit, only that bucket is left out.
+        let config = plan_limit("{ average = 0 }, { requests = 5, per = \"minute\" }").unwrap();
+        assert_eq!(config.policy.plans[0].limits.len(), 1);
+        assert!(!config.policy.plans[0].unlimited);
+        // Its other keys are still checked, and a negative average is still refused.
+        assert!(plan_limit("{ average = 0, period = \"often\" }").unwrap_err().contains("period"));
+        assert!(plan_limit("{ average = -1 }").unwrap_err().contains("must be greater than 0"));
     }
 }

@@ -67,6 +67,9 @@ pub struct Config {
     /// What is allowed but probably not meant (the built-in hash key, a token listed twice):
     /// `check-config` prints these, `serve` logs them at start and at each reload.
     pub warnings: Vec<Problem>,
+    /// Key paths of the buckets with `average = 0`, which limit nothing (as in Traefik): they
+    /// are left out of their lists, and a plan with no other limit is unlimited.
+    pub unlimited: Vec<String>,
 }
 
 impl Config {
@@ -123,8 +126,13 @@ impl Config {
             Some(_) => format!("{} (TLS, h2)", self.server.listen),
         };
         let admin = self.server.admin_listen.map(|a| format!(", admin {a}")).unwrap_or_default();
+        let unlimited = if self.unlimited.is_empty() {
+            String::new()
+        } else {
+            format!(", no limit (average = 0): {}", self.unlimited.join(", "))
+        };
         format!(
-            "{}: {} plans ({}), {} rules ({}), {} tokens, default plan {}, store {}, listen {}{}",
+            "{}: {} plans ({}), {} rules ({}), {} tokens, default plan {}, store {}, listen {}{}{}",
             self.origin,
             plans.len(),
             plans.join(", "),
@@ -135,6 +143,7 @@ impl Config {
             store,
             listen,
             admin,
+            unlimited,
         )
     }
 }

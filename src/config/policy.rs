@@ -93,7 +93,9 @@ impl Validator {
                 self.problem(&key, "has no limits (add limits, or set unlimited = true)");
             }
             let limits = self.limits(&format!("{key}.limits"), &plan.limits, None);
-            plans.push(Plan::new(name, plan.unlimited, limits));
+            // Every limit with average = 0 (no limit, as in Traefik): the plan limits nothing.
+            let unlimited = plan.unlimited || (limits.is_empty() && !plan.limits.is_empty());
+            plans.push(Plan::new(name, unlimited, limits));
         }
         if plans.len() > usize::from(u16::MAX) {
             self.problem("plans", format!("too many plans ({}, at most {})", plans.len(), u16::MAX));

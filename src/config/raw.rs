@@ -107,6 +107,7 @@ pub(super) struct RawLimit {
     pub(super) average: Option<i64>,
     pub(super) period: Option<String>,
     pub(super) burst: Option<i64>,
+    pub(super) max_delay: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

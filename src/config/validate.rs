@@ -19,6 +19,8 @@ use super::Config;
 pub(super) struct Validator {
     pub(super) problems: Vec<Problem>,
     pub(super) warnings: Vec<Problem>,
+    /// Key paths of buckets with `average = 0`: no limit, as in Traefik.
+    pub(super) unlimited: Vec<String>,
     dir: Option<PathBuf>,
     pub(super) files: Vec<PathBuf>,
 }
@@ -28,6 +30,7 @@ impl Validator {
         Validator {
             problems: Vec::new(),
             warnings: Vec::new(),
+            unlimited: Vec::new(),
             dir: dir.map(Path::to_path_buf),
             files: Vec::new(),
         }
@@ -119,6 +122,7 @@ impl Validator {
             answers,
             tls,
             warnings: Vec::new(),
+            unlimited: std::mem::take(&mut self.unlimited),
         })
     }
 }

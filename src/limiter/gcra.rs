@@ -3,6 +3,12 @@
 //! `tau = (burst - 1) * T`, a request at `now` conforms when `max(TAT, now) <= now + tau`.
 //! This is Traefik's rateLimit: a bucket of `burst` that starts full and refills `average` per
 //! `period`.
+//!
+//! **Waiting, as Traefik's reservation.** With a `max_delay`, a request also conforms when its
+//! token is at most that far off, `TAT <= now + tau + max_delay`; it is counted at once (the
+//! TAT moves on as for any admitted request) and told to wait `TAT_before - now - tau`, which
+//! is golang.org/x/time/rate's `Reservation.Delay()` for the same bucket. Denied requests are
+//! not reserved, as Traefik cancels their reservation.
 
 use std::num::NonZeroU32;
 
@@ -12,9 +18,23 @@ fn clamp(n: u128) -> Nanos {
     Nanos::try_from(n).unwrap_or(Nanos::MAX)
 }
 
-pub(super) fn admits(emission: Nanos, burst: NonZeroU32, state: &State, now: Nanos) -> bool {
+pub(super) fn admits(
+    emission: Nanos,
+    burst: NonZeroU32,
+    max_delay: Nanos,
+    state: &State,
+    now: Nanos,
+) -> bool {
     let tau = u128::from(emission.max(1)) * u128::from(burst.get() - 1);
-    u128::from(state.at) <= u128::from(now) + tau
+    u128::from(state.at) <= u128::from(now) + tau + u128::from(max_delay)
+}
+
+/// The wait of a request that was admitted and counted at `now`, from the TAT it left behind:
+/// its token came due one emission interval before that TAT moved to, `burst` intervals
+/// before the new TAT in all (`TAT_before - now - tau`).
+pub(super) fn wait(emission: Nanos, burst: NonZeroU32, state: &State, now: Nanos) -> Nanos {
+    let span = u128::from(emission.max(1)) * u128::from(burst.get());
+    clamp(u128::from(state.at).saturating_sub(u128::from(now) + span))
 }
 
 /// Moves the TAT on by one emission interval, but never past `now + MAX_SPAN`: counted denials
@@ -70,7 +90,10 @@ mod tests {
 
     /// Traefik's `average = 100, period = 1s, burst = 50`.
     fn traefik_example() -> Limit {
-        Limit::new("bucket", Algorithm::Gcra { emission: SECOND / 100, burst: NonZeroU32::new(50).unwrap() })
+        Limit::new(
+            "bucket",
+            Algorithm::Gcra { emission: SECOND / 100, burst: NonZeroU32::new(50).unwrap(), max_delay: 0 },
+        )
     }
 
     const T0: Nanos = 1_700_000_000 * SECOND;
@@ -110,7 +133,10 @@ mod tests {
 
     #[test]
     fn a_burst_of_one_is_a_steady_rate() {
-        let limit = Limit::new("s", Algorithm::Gcra { emission: SECOND, burst: NonZeroU32::new(1).unwrap() });
+        let limit = Limit::new(
+            "s",
+            Algorithm::Gcra { emission: SECOND, burst: NonZeroU32::new(1).unwrap(), max_delay: 0 },
+        );
         let mut state = State::default();
         assert!(hit(&limit, &mut state, T0).allowed);
         let v = hit(&limit, &mut state, T0 + SECOND / 2);
@@ -123,7 +149,11 @@ mod tests {
     fn huge_periods_do_not_overflow() {
         let limit = Limit::new(
             "y",
-            Algorithm::Gcra { emission: u64::MAX / 2, burst: NonZeroU32::new(u32::MAX).unwrap() },
+            Algorithm::Gcra {
+                emission: u64::MAX / 2,
+                burst: NonZeroU32::new(u32::MAX).unwrap(),
+                max_delay: 0,
+            },
         );
         let mut state = State::default();
         let v = hit(&limit, &mut state, T0);
@@ -135,8 +165,10 @@ mod tests {
     fn a_client_that_obeys_retry_after_is_admitted_when_denials_count() {
         // average = 1, period = 2s, burst = 1: the denied request at T0 is counted, so the next
         // conforming instant is T0 + 4 s, and that is what the client is told.
-        let limit =
-            Limit::new("s", Algorithm::Gcra { emission: 2 * SECOND, burst: NonZeroU32::new(1).unwrap() });
+        let limit = Limit::new(
+            "s",
+            Algorithm::Gcra { emission: 2 * SECOND, burst: NonZeroU32::new(1).unwrap(), max_delay: 0 },
+        );
         let mut state = State::default();
         assert!(hit_counting_denied(&limit, &mut state, T0).allowed);
         let mut now = T0;
@@ -154,7 +186,7 @@ mod tests {
     fn counted_denials_push_the_debt_no_further_than_max_span() {
         let limit = Limit::new(
             "s",
-            Algorithm::Gcra { emission: 86_400 * SECOND, burst: NonZeroU32::new(1).unwrap() },
+            Algorithm::Gcra { emission: 86_400 * SECOND, burst: NonZeroU32::new(1).unwrap(), max_delay: 0 },
         );
         let mut state = State::default();
         for _ in 0..1000 {
@@ -198,8 +230,10 @@ mod tests {
 
     #[test]
     fn a_bucket_in_debt_is_available_when_it_admits_again() {
-        let limit =
-            Limit::new("s", Algorithm::Gcra { emission: 2 * SECOND, burst: NonZeroU32::new(3).unwrap() });
+        let limit = Limit::new(
+            "s",
+            Algorithm::Gcra { emission: 2 * SECOND, burst: NonZeroU32::new(3).unwrap(), max_delay: 0 },
+        );
         let mut state = State::default();
         for _ in 0..10 {
             hit_counting_denied(&limit, &mut state, T0);
@@ -209,5 +243,85 @@ mod tests {
         assert_eq!(limit.available_in(&v), v.retry_after);
         assert!(!admits_at(&limit, &state, T0 + v.retry_after - 1));
         assert!(admits_at(&limit, &state, T0 + v.retry_after));
+    }
+
+    /// Traefik's `average = 100, period = 1s, burst = 1` with its own max_delay, 5 ms.
+    fn steady(max_delay: Nanos) -> Limit {
+        Limit::new(
+            "b",
+            Algorithm::Gcra { emission: SECOND / 100, burst: NonZeroU32::new(1).unwrap(), max_delay },
+        )
+    }
+
+    #[test]
+    fn an_early_request_within_max_delay_reserves_its_token_and_waits_for_it() {
+        let ms = SECOND / 1000;
+        let limit = steady(5 * ms);
+        let mut state = State::default();
+        assert_eq!(hit(&limit, &mut state, T0).wait, 0);
+        // The next token is due at T0 + 10 ms: 4 ms early is within 5 ms.
+        let v = hit(&limit, &mut state, T0 + 6 * ms);
+        assert!(v.allowed);
+        assert_eq!(v.wait, 4 * ms);
+        assert_eq!(state.at, T0 + 20 * ms, "counted when reserved");
+        // 6 ms early is not: denied, not counted, told when its token comes (Traefik's delay).
+        let v = hit(&limit, &mut state, T0 + 14 * ms);
+        assert!(!v.allowed);
+        assert_eq!((v.wait, v.retry_after), (0, 6 * ms));
+        assert_eq!(state.at, T0 + 20 * ms);
+        // Right at the edge: exactly max_delay early is admitted.
+        let v = hit(&limit, &mut state, T0 + 15 * ms);
+        assert!(v.allowed);
+        assert_eq!(v.wait, 5 * ms);
+    }
+
+    #[test]
+    fn without_max_delay_an_early_request_is_denied() {
+        let limit = steady(0);
+        let mut state = State::default();
+        hit(&limit, &mut state, T0);
+        let v = hit(&limit, &mut state, T0 + SECOND / 1000);
+        assert!(!v.allowed);
+        assert_eq!(v.wait, 0);
+    }
+
+    #[test]
+    fn a_steady_client_gets_rate_times_time_plus_burst_as_from_traefik() {
+        // The measurement: 400 requests a second for 2 s at average = 100 per second.
+        // Traefik admits about 201; denying every early request admits far fewer.
+        // Arrivals every 2.5 ms, each up to 2 ms late (a fixed pseudo-random jitter), as a
+        // real client's are.
+        let count = |limit: &Limit| {
+            let mut state = State::default();
+            let mut seed: u64 = 7;
+            let mut admitted = 0;
+            for i in 0..800 {
+                seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+                let jitter = (seed >> 33) % (2 * SECOND / 1000);
+                admitted += usize::from(hit(limit, &mut state, T0 + i * SECOND / 400 + jitter).allowed);
+            }
+            admitted
+        };
+        let (waiting, rejecting) = (count(&steady(SECOND / 200)), count(&steady(0)));
+        assert!((199..=201).contains(&waiting), "{waiting}");
+        assert!(rejecting < 190, "{rejecting}");
+    }
+
+    #[test]
+    fn the_wait_is_the_reservation_delay_of_a_bucket_with_a_burst() {
+        // burst = 3, one token every 2 s, max_delay 1 s: after three at once, the fourth is
+        // admitted 1 s before its token (due at T0 + 2 s) and waits that second.
+        let limit = Limit::new(
+            "b",
+            Algorithm::Gcra { emission: 2 * SECOND, burst: NonZeroU32::new(3).unwrap(), max_delay: SECOND },
+        );
+        let mut state = State::default();
+        for _ in 0..3 {
+            assert_eq!(hit(&limit, &mut state, T0).wait, 0);
+        }
+        assert!(!hit(&limit, &mut state, T0 + SECOND - 1).allowed);
+        let v = hit(&limit, &mut state, T0 + SECOND);
+        assert!(v.allowed);
+        assert_eq!((v.wait, v.remaining, v.retry_after), (SECOND, 0, 3 * SECOND));
     }
 }

@@ -36,6 +36,10 @@ pub type Nanos = u64;
 /// One second in [`Nanos`].
 pub const SECOND: Nanos = 1_000_000_000;
 
+/// The longest `max_delay` of a bucket: a waiting request holds its client's connection, and
+/// `MAX_SPAN + MAX_DELAY` stays below 2^53 for the Redis script.
+pub const MAX_DELAY: Nanos = 3600 * SECOND;
+
 /// The longest window, bucket span or bucket debt: 100 days. Below 2^53 nanoseconds (104 days),
 /// so the Redis script's doubles hold every wait, reset and difference of instants exactly.
 pub const MAX_SPAN: Nanos = 100 * 86_400 * SECOND;
@@ -48,8 +52,10 @@ pub enum Algorithm {
     /// At most `requests` per window, the previous window weighted by its overlap.
     Sliding { requests: NonZeroU32, window: Window },
     /// A bucket of `burst` requests refilled by one every `emission` nanoseconds
-    /// (`period / average` in Traefik's terms).
-    Gcra { emission: Nanos, burst: NonZeroU32 },
+    /// (`period / average` in Traefik's terms). A request that finds the bucket empty is still
+    /// admitted if its token comes within `max_delay` nanoseconds: it reserves that token now
+    /// and waits for it ([`Verdict::wait`]), as Traefik's reservation does.
+    Gcra { emission: Nanos, burst: NonZeroU32, max_delay: Nanos },
 }
 
 /// A named limit, as configured.
@@ -87,10 +93,16 @@ pub struct Verdict {
     pub remaining: u32,
     /// Nanoseconds until the quota is whole again (end of the window; bucket refilled).
     pub reset: Nanos,
-    /// Nanoseconds until this limit admits a request again: the least `w` such that a request at
-    /// `now + w` is admitted, and one at `now + w - 1` is not. Zero while `remaining > 0`; it can
-    /// be more than zero for an allowed request that took the last one.
+    /// Nanoseconds until this limit admits a request again without making it wait: the least
+    /// `w` such that a request at `now + w` is admitted with no [`wait`](Self::wait), and one
+    /// at `now + w - 1` is not. Zero while `remaining > 0`; it can be more than zero for an
+    /// allowed request that took the last one. A bucket with a `max_delay` admits (with a
+    /// wait) from `retry_after - max_delay` on; Traefik's `Retry-After` is this number too.
     pub retry_after: Nanos,
+    /// Nanoseconds an admitted request waits for its reserved token before it may pass: zero
+    /// but for a bucket with a `max_delay` whose next token is still to come. It holds for the
+    /// request only if it was counted (always so in an allowed decision's enforced verdicts).
+    pub wait: Nanos,
     /// Length of the window this verdict speaks of, in nanoseconds (for `RateLimit-Policy`).
     pub window: Nanos,
 }
@@ -131,7 +143,9 @@ impl Limit {
             Algorithm::Sliding { requests, window } => {
                 sliding::used(window, state, now) < u64::from(requests.get())
             }
-            Algorithm::Gcra { emission, burst } => gcra::admits(emission, burst, state, now),
+            Algorithm::Gcra { emission, burst, max_delay } => {
+                gcra::admits(emission, burst, max_delay, state, now)
+            }
         }
     }
 
@@ -153,9 +167,15 @@ impl Limit {
         let (remaining, reset, retry_after, window) = match self.algorithm {
             Algorithm::Fixed { requests, window } => fixed::after(requests, window, state, now),
             Algorithm::Sliding { requests, window } => sliding::after(requests, window, state, now),
-            Algorithm::Gcra { emission, burst } => gcra::after(emission, burst, state, now),
+            Algorithm::Gcra { emission, burst, .. } => gcra::after(emission, burst, state, now),
         };
-        Verdict { allowed, quota: self.quota(), remaining, reset, retry_after, window }
+        let wait = match self.algorithm {
+            Algorithm::Gcra { emission, burst, max_delay } if allowed && max_delay > 0 => {
+                gcra::wait(emission, burst, state, now)
+            }
+            _ => 0,
+        };
+        Verdict { allowed, quota: self.quota(), remaining, reset, retry_after, wait, window }
     }
 
     /// Nanoseconds from the verdict's `now` until this limit's quota is available again, the
@@ -168,7 +188,7 @@ impl Limit {
         }
         match self.algorithm {
             Algorithm::Fixed { .. } | Algorithm::Sliding { .. } => v.reset,
-            Algorithm::Gcra { emission, burst } => gcra::next_token(emission, burst, v),
+            Algorithm::Gcra { emission, burst, .. } => gcra::next_token(emission, burst, v),
         }
     }
 
@@ -180,7 +200,16 @@ impl Limit {
             Algorithm::Fixed { window, .. } | Algorithm::Sliding { window, .. } => {
                 u128::from(window.alignment().map_or(31 * 86_400 * SECOND, |(len, _)| len))
             }
-            Algorithm::Gcra { emission, burst } => u128::from(emission.max(1)) * u128::from(burst.get()),
+            Algorithm::Gcra { emission, burst, .. } => u128::from(emission.max(1)) * u128::from(burst.get()),
+        }
+    }
+
+    /// How long this limit lets an admitted request wait for its token: a bucket's
+    /// `max_delay`, zero for a window.
+    pub fn max_delay(&self) -> Nanos {
+        match self.algorithm {
+            Algorithm::Gcra { max_delay, .. } => max_delay,
+            Algorithm::Fixed { .. } | Algorithm::Sliding { .. } => 0,
         }
     }
 

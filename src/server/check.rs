@@ -6,7 +6,7 @@
 //! under one outcome.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::HeaderMap;
@@ -14,12 +14,14 @@ use axum::response::Response;
 
 use super::response::{self, Report};
 use super::{AppState, Live};
+use crate::limiter::Nanos;
 use crate::policy::{Applicable, Mode, Rule, RuleId};
 use crate::request::Forwarded;
 use crate::store::{Counting, Decision};
 use crate::telemetry::Outcome;
 
-/// Answers one forwardAuth check.
+/// Answers one forwardAuth check. An allowed request whose bucket let it reserve a token
+/// still to come ([`Decision::wait`]) is answered once that token is due.
 pub async fn check(State(state): State<AppState>, req: Request) -> Response {
     let started = Instant::now();
     let (parts, _body) = req.into_parts();
@@ -29,15 +31,22 @@ pub async fn check(State(state): State<AppState>, req: Request) -> Response {
         .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |ConnectInfo(a)| a.ip());
     let uri = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let live = state.config.load();
-    let response = match Forwarded::from_headers(&parts.headers, parts.method.as_str(), uri) {
+    let (response, wait) = match Forwarded::from_headers(&parts.headers, parts.method.as_str(), uri) {
         Ok(forwarded) => decide(&state, &live, &parts.headers, &forwarded, peer).await,
         Err(e) => {
             tracing::debug!(error = %e, "forwarded request refused");
             live.decisions.count(Outcome::rejected, None, None);
-            response::bad_request(&e)
+            (response::bad_request(&e), 0)
         }
     };
+    drop(live);
     state.metrics.check_took(started.elapsed());
+    if wait > 0 {
+        // The token was reserved and counted by the store, as Traefik's reservation is, so a
+        // client that goes away while it waits has spent it. A tokio timer holds no lock, no
+        // Redis connection and no worker thread while it runs.
+        tokio::time::sleep(Duration::from_nanos(wait)).await;
+    }
     response
 }
 
@@ -47,14 +56,14 @@ async fn decide(
     headers: &HeaderMap,
     req: &Forwarded<'_>,
     peer: IpAddr,
-) -> Response {
+) -> (Response, Nanos) {
     let (config, metrics) = (&live.config, &live.decisions);
     let policy = &config.policy;
     if !policy.allow.is_empty() {
         let ip = config.identity.client_ip(headers, peer);
         if policy.is_allowed_ip(ip) {
             metrics.count(Outcome::allow_listed, None, None);
-            return response::pass(None, None);
+            return (response::pass(None, None), 0);
         }
     }
     let caller = match config.identity.identify(headers, req, peer) {
@@ -62,7 +71,7 @@ async fn decide(
         Err(e) => {
             tracing::debug!(error = %e, "request not identified");
             metrics.count(Outcome::rejected, None, None);
-            return response::unidentified(&e);
+            return (response::unidentified(&e), 0);
         }
     };
     let plan_id = match policy.plan_of(&caller, headers) {
@@ -70,18 +79,18 @@ async fn decide(
         Err(e) => {
             tracing::debug!(%caller, error = %e, "token rejected");
             metrics.count(Outcome::rejected, None, None);
-            return response::unknown_token(&caller);
+            return (response::unknown_token(&caller), 0);
         }
     };
     let plan = policy.plan(plan_id);
     let scopes = match policy.applicable(plan_id, req) {
         Applicable::Exempt(rule) => {
             metrics.count(Outcome::exempt, Some(plan_id), Some(rule.id));
-            return response::pass(Some(plan), Some(&caller));
+            return (response::pass(Some(plan), Some(&caller)), 0);
         }
         Applicable::Unlimited => {
             metrics.count(Outcome::unlimited, Some(plan_id), None);
-            return response::pass(Some(plan), Some(&caller));
+            return (response::pass(Some(plan), Some(&caller)), 0);
         }
         Applicable::Limited(scopes) => scopes,
     };
@@ -93,7 +102,7 @@ async fn decide(
         Err(e) => {
             metrics.count(Outcome::unavailable, Some(plan_id), None);
             tracing::debug!(%caller, error = %e, "store unavailable: failing closed");
-            return response::unavailable(&e);
+            return (response::unavailable(&e), 0);
         }
     };
     let (verdicts, allowed) = match &decision {
@@ -101,7 +110,7 @@ async fn decide(
         Decision::Denied(v) => (v, false),
         Decision::Unchecked => {
             metrics.count(Outcome::unchecked, Some(plan_id), None);
-            return response::pass(Some(plan), Some(&caller));
+            return (response::pass(Some(plan), Some(&caller)), 0);
         }
     };
     let report =
@@ -121,12 +130,12 @@ async fn decide(
                 tracing::debug!(%caller, plan = %plan.name, "allowed");
             }
         }
-        return response::allowed(&report);
+        return (response::allowed(&report), decision.wait());
     }
     let rule = report.worst(Mode::Enforce).and_then(|j| j.rule);
     metrics.count(Outcome::denied, Some(plan_id), rule_id(rule));
     tracing::debug!(%caller, plan = %plan.name, rule = rule_name(rule), limits = %report.violated_names(Mode::Enforce), "denied");
-    response::denied(&report)
+    (response::denied(&report), 0)
 }
 
 /// The rule label of a decision metric.

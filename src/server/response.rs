@@ -431,6 +431,7 @@ mod tests {
         Algorithm::Gcra {
             emission: period / u64::from(average),
             burst: std::num::NonZeroU32::new(burst).unwrap(),
+            max_delay: 0,
         }
     }
 
@@ -452,6 +453,7 @@ mod tests {
             remaining: 0,
             reset: 42 * SECOND,
             retry_after,
+            wait: 0,
             window: 60 * SECOND,
         };
         let verdicts = [

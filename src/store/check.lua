@@ -13,9 +13,9 @@
 --          replicas with skewed clocks agree.
 -- ARGV[3 + 4(i-1) ..]  for limit i: kind ("f" fixed, "s" sliding, "g" GCRA), quota,
 --          a (window length in seconds, 0 for a calendar month; GCRA: emission interval in ns),
---          b (window offset in seconds: weeks start on Monday).
--- Reply: {all allowed (0/1), then per limit: allowed, remaining, reset ns, retry ns, window ns},
---          each read from the state the request left behind.
+--          b (window offset in seconds: weeks start on Monday; GCRA: max_delay in ns).
+-- Reply: {all allowed (0/1), then per limit: allowed, remaining, reset ns, retry ns, window ns,
+--          wait ns}, each read from the state the request left behind.
 
 local E9 = 1000000000
 local DAY = 86400
@@ -136,7 +136,8 @@ for i = 1, n do
   end
   if l.kind == 'g' then
     l.tau = l.a * (l.quota - 1)
-    l.ok = debt(l) <= l.tau
+    -- Within max_delay of its token, a request reserves it and waits (limiter::gcra).
+    l.ok = debt(l) <= l.tau + l.b
   else
     local start, stop = bounds(l.a, l.b, now_s)
     if now_s >= l.s then
@@ -157,6 +158,7 @@ local out = { all and 1 or 0 }
 for i = 1, n do
   local l = limits[i]
   local remaining, reset, retry, window
+  local wait = 0
   if l.kind == 'g' then
     local e = l.a
     if record then
@@ -174,6 +176,7 @@ for i = 1, n do
     reset = d
     retry = math.max(d - l.tau, 0)
     window = e * l.quota
+    if l.ok and l.b > 0 then wait = math.max(d - window, 0) end
   else
     if record then
       -- Counts saturate at u32::MAX, as limiter's do. The weight stays as it was.
@@ -207,5 +210,6 @@ for i = 1, n do
   table.insert(out, reset)
   table.insert(out, retry)
   table.insert(out, window)
+  table.insert(out, wait)
 end
 return out

@@ -79,6 +79,18 @@ impl<'p> Decision<'p> {
         matches!(self, Decision::Allowed(_))
     }
 
+    /// Nanoseconds an allowed request waits before it may pass: the longest wait of its
+    /// enforced verdicts (each reserved its token when the request was counted). Zero when
+    /// denied or unchecked; dry-run limits never make a request wait.
+    pub fn wait(&self) -> Nanos {
+        match self {
+            Decision::Allowed(v) => {
+                v.iter().filter(|j| j.mode == Mode::Enforce).map(|j| j.verdict.wait).max().unwrap_or(0)
+            }
+            Decision::Denied(_) | Decision::Unchecked => 0,
+        }
+    }
+
     /// The verdicts, enforced and dry-run; none if unchecked.
     pub fn verdicts(&self) -> &[Judged<'p>] {
         match self {

@@ -313,8 +313,14 @@ impl Redis {
         let decision = Decision::of(verdicts);
         if let (Some(denials), Decision::Denied(verdicts)) = (local, &decision) {
             if counting == Counting::AllowedOnly {
-                let wait =
-                    verdicts.iter().filter(|j| !j.verdict.allowed).map(|j| j.verdict.retry_after).max();
+                // Remembered until the first instant Redis could admit the caller again, which
+                // for a bucket that lets requests wait is `max_delay` before its next token.
+                let wait = verdicts
+                    .iter()
+                    .filter(|j| !j.verdict.allowed)
+                    .map(|j| j.verdict.retry_after.saturating_sub(j.limit.max_delay()))
+                    .max()
+                    .filter(|&w| w > 0);
                 if let Some(wait) = wait {
                     let kept = verdicts.iter().map(|j| j.verdict).collect();
                     denials.insert((caller.0, fingerprint), Arc::new((now + wait, now, kept)));
@@ -351,7 +357,9 @@ impl Redis {
                         let kind = if matches!(l.algorithm, Algorithm::Fixed { .. }) { "f" } else { "s" };
                         (kind, requests.get(), len / SECOND, off / SECOND)
                     }
-                    Algorithm::Gcra { emission, burst } => ("g", burst.get(), emission.max(1), 0),
+                    Algorithm::Gcra { emission, burst, max_delay } => {
+                        ("g", burst.get(), emission.max(1), max_delay)
+                    }
                 };
                 invocation.arg(kind).arg(quota).arg(a).arg(b);
             }
@@ -464,12 +472,12 @@ fn parse<'a, 'p: 'a>(
     out: &mut Verdicts<'p>,
 ) -> Option<()> {
     let n: usize = group.clone().map(|s| s.limits.len()).sum();
-    if reply.len() != 1 + 5 * n || !matches!(reply[0], 0 | 1) {
+    if reply.len() != 1 + 6 * n || !matches!(reply[0], 0 | 1) {
         return None;
     }
     let all = reply[0] == 1;
     let nanos = |v: i64| u64::try_from(v).ok();
-    let mut fields = reply[1..].chunks_exact(5);
+    let mut fields = reply[1..].chunks_exact(6);
     let mut every = true;
     for s in group {
         for limit in s.limits {
@@ -482,6 +490,7 @@ fn parse<'a, 'p: 'a>(
                 reset: nanos(f[2])?,
                 retry_after: nanos(f[3])?,
                 window: nanos(f[4])?,
+                wait: nanos(f[5])?,
             };
             out.push(Judged { limit, rule: s.rule, mode: s.mode, verdict });
         }
