@@ -69,9 +69,9 @@ limits = [{ requests = 10, average = 5 }]"#,
         ),
         (
             r#"[plans.free]
-limits = [{ average = 0, period = "soon", burst = -1 }]"#,
+limits = [{ average = -1, period = "soon", burst = -1 }]"#,
             &[
-                "plans.free.limits[0].average: must be greater than 0 (got 0)",
+                "plans.free.limits[0].average: must be greater than 0 (got -1)",
                 r#"plans.free.limits[0].period: invalid duration "soon" (expected e.g. "30s", "1m", "2h")"#,
                 "plans.free.limits[0].burst: must be greater than 0 (got -1)",
             ],

@@ -19,6 +19,9 @@ impl Validator {
             if l.average == Some(0) && !windowed {
                 // Traefik's `average = 0`: no limit. Its other keys are still checked.
                 self.duration(format!("{lkey}.period"), l.period.as_deref().unwrap_or("1s"));
+                if let Some(b) = l.burst {
+                    self.count(format!("{lkey}.burst"), b);
+                }
                 if let Some(d) = &l.max_delay {
                     self.max_delay(&lkey, d);
                 }
@@ -82,16 +85,22 @@ impl Validator {
         let limit = Limit::new(name, algorithm);
         // The Redis script counts in doubles, exact below 2^53 ns: MAX_SPAN keeps every wait
         // and every difference of instants below that (see limiter).
-        if limit.span() + u128::from(limit.max_delay()) > u128::from(MAX_SPAN) {
+        if limit.span() > u128::from(MAX_SPAN) {
             let days = MAX_SPAN / (86_400 * SECOND);
             let (key, what) = match algorithm {
-                Algorithm::Gcra { .. } => {
-                    (key.to_owned(), "a bucket's burst * period / average plus max_delay")
-                }
+                Algorithm::Gcra { .. } => (key.to_owned(), "a bucket's burst * period / average"),
                 _ => (format!("{key}.per"), "a window"),
             };
             let got = limit.span().div_ceil(u128::from(86_400 * SECOND));
             self.problem(key, format!("{what} spans at most {days} days (got {got} days)"));
+            return None;
+        }
+        // A reservation moves the TAT up to span + max_delay past now, within MAX_SPAN so that
+        // no admitted request meets the cap on a bucket's debt.
+        let room = u128::from(MAX_SPAN) - limit.span();
+        if u128::from(limit.max_delay()) > room {
+            let msg = format!("must be at most {room} ns with this bucket's span (burst * period / average)");
+            self.problem(format!("{key}.max_delay"), msg);
             return None;
         }
         Some(limit)
@@ -169,7 +178,11 @@ impl Validator {
             self.problem(key, "period / average must lie between 1ns and a year");
             return None;
         }
-        let max_delay = max_delay.unwrap_or_else(|| traefik_max_delay(average.get(), period.as_nanos()));
+        // "auto" never takes a bucket past MAX_SPAN; a duration that does is refused in limit().
+        let room = u128::from(MAX_SPAN).saturating_sub(u128::from(emission) * u128::from(burst.get()));
+        let max_delay = max_delay.unwrap_or_else(|| {
+            traefik_max_delay(average.get(), period.as_nanos()).min(u64::try_from(room).unwrap_or(u64::MAX))
+        });
         Some(Algorithm::Gcra { emission, burst, max_delay })
     }
 
@@ -249,6 +262,11 @@ mod tests {
         assert!(e.contains("plans.free.limits[0].max_delay: must be at most 1h"), "{e}");
         let e = plan_limit("{ average = 5, max_delay = \"soon\" }").unwrap_err();
         assert!(e.contains("plans.free.limits[0].max_delay"), "{e}");
+        // A bucket spanning the whole 100 days has no room left to wait: "auto" gives 0, a
+        // duration is refused.
+        assert_eq!(max_delay("{ average = 1, period = \"25d\", burst = 4 }"), 0);
+        let e = plan_limit("{ average = 1, period = \"25d\", burst = 4, max_delay = \"1s\" }").unwrap_err();
+        assert!(e.contains("plans.free.limits[0].max_delay: must be at most 0 ns"), "{e}");
     }
 
     #[test]
