@@ -27,16 +27,19 @@ struct Case {
     count: u32,
 }
 
-// Each case is one that a limiter refusing early requests at once gets wrong by more than the
-// tolerance: arrivals do not fall on the bucket's refill instants, so a token is often found
-// a little late, and Traefik admits a request within max_delay of its token.
+// Arrivals do not fall on the bucket's refill instants, so a token is often found a little
+// late: with burst 1, a limiter that refuses early requests at once (no max_delay) loses most
+// of those tokens and admits far fewer than Traefik. With a large burst a late token is not
+// lost, so the flood case checks the burst and the refill after it rather than the wait.
 const CASES: [Case; 4] = [
-    // average = 100/s, max_delay 5 ms; 250 requests a second for 2 s.
-    Case { name: "burst1", average: 100, period: "1s", burst: 1, flood: 0, every_ms: 4, count: 500 },
+    // average = 50/s, max_delay 10 ms; 125 requests a second for 2 s. (A lower rate than the
+    // issue's 100/s, so max_delay is well above the jitter of Traefik -> quotagate -> Redis on a
+    // busy machine: jitter past max_delay costs both limiters, unequally.)
+    Case { name: "burst1", average: 50, period: "1s", burst: 1, flood: 0, every_ms: 8, count: 250 },
     // The burst of 100 taken by the flood, then the same steady load.
-    Case { name: "flood", average: 100, period: "1s", burst: 100, flood: 150, every_ms: 4, count: 500 },
-    // 50 per 500 ms is 100/s: max_delay 5 ms as well.
-    Case { name: "subsecond", average: 50, period: "500ms", burst: 1, flood: 0, every_ms: 4, count: 500 },
+    Case { name: "flood", average: 50, period: "1s", burst: 100, flood: 150, every_ms: 8, count: 250 },
+    // 25 per 500 ms is 50/s: max_delay 10 ms as well.
+    Case { name: "subsecond", average: 25, period: "500ms", burst: 1, flood: 0, every_ms: 8, count: 250 },
     // 0.8 a second, max_delay 500 ms; a request every 600 ms for 4.8 s. Traefik admits the 1st,
     // 3rd, 5th, 7th and 9th (each 50 to 200 ms before its token, far from either edge); a
     // limiter without the wait admits three.
@@ -47,7 +50,8 @@ const CASES: [Case; 4] = [
 fn quotagate_config(store: &str) -> String {
     let mut config = String::from(
         "[identity]\nmissing = \"ip\"\n[defaults]\nplan = \"free\"\nanonymous_plan = \"free\"\n\
-         [plans.free]\nlimits = [{ requests = 1000000, per = \"day\" }]\n",
+         [plans.free]\nlimits = [{ requests = 1000000, per = \"day\" }]\n\
+         [[rules]]\nname = \"warm\"\npath_prefix = \"/warm\"\nexempt = true\n",
     );
     config.push_str(store);
     for c in &CASES {
@@ -92,6 +96,7 @@ async fn load(http: reqwest::Client, url: String, case: &Case, start: Instant) -
         let request = http.get(&url).timeout(Duration::from_secs(10));
         async move { request.send().await.map(|r| r.status().as_u16()).unwrap_or(0) }
     };
+    let mut admitted = 0;
     for _ in 0..case.flood {
         sent.spawn(get(&http));
     }
@@ -99,7 +104,6 @@ async fn load(http: reqwest::Client, url: String, case: &Case, start: Instant) -
         tokio::time::sleep_until(start + Duration::from_millis(case.every_ms) * i).await;
         sent.spawn(get(&http));
     }
-    let mut admitted = 0;
     while let Some(status) = sent.join_next().await {
         match status.expect("a request task does not panic") {
             200 => admitted += 1,
@@ -141,6 +145,18 @@ async fn side_by_side(store: &str) {
     let mut report = Vec::new();
     let mut apart = Vec::new();
     for case in &CASES {
+        if case.flood > 0 {
+            // Traefik opens a connection to quotagate per concurrent check: opened before the
+            // flood, as a service under load has them, so quotagate sees the flood as soon as
+            // Traefik's own limiter does (a bucket left full while they open wastes its refill).
+            let mut warm = tokio::task::JoinSet::new();
+            for _ in 0..case.flood {
+                warm.spawn(http.get(format!("{}/warm", traefik.url())).send());
+            }
+            while let Some(sent) = warm.join_next().await {
+                assert_eq!(sent.unwrap().expect("an exempt request passes").status(), 200);
+            }
+        }
         // Both routers at once, from the same instant, on the same schedule.
         let start = Instant::now() + Duration::from_millis(50);
         let native = load(http.clone(), format!("{}/traefik/{}", traefik.url(), case.name), case, start);
