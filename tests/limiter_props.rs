@@ -261,6 +261,44 @@ proptest! {
     }
 
     #[test]
+    fn waiting_requests_pass_no_faster_than_the_bucket_and_never_wait_past_max_delay(
+        average in 1u32..50, burst in 1u32..20, period_ms in 100u64..5_000, delay_ms in 0u64..2_000,
+        offsets in arrivals(SECOND, 200),
+    ) {
+        // Each admitted request passes at now + wait, when its reserved token is due: those
+        // instants hold at most burst plus the refill in any interval, as a bucket without
+        // waiting admits, and no wait exceeds max_delay.
+        let emission = period_ms * 1_000_000 / u64::from(average);
+        let max_delay = delay_ms * 1_000_000;
+        let limit = Limit::new(
+            "b",
+            Algorithm::Gcra { emission, burst: NonZeroU32::new(burst).unwrap(), max_delay },
+        );
+        let mut state = State::default();
+        let mut passes = Vec::new();
+        for &now in &offsets {
+            let before = state;
+            let v = hit(&limit, &mut state, now, false);
+            prop_assert!(v.wait <= max_delay, "waits {} > {max_delay}", v.wait);
+            prop_assert_eq!(v.allowed, before.at <= now + emission * u64::from(burst - 1) + max_delay);
+            if v.allowed {
+                passes.push(now + v.wait);
+            } else {
+                prop_assert_eq!(v.wait, 0);
+                prop_assert_eq!(state, before, "a refused request reserves nothing");
+            }
+        }
+        passes.sort_unstable();
+        for (i, &a) in passes.iter().enumerate() {
+            for (j, &b) in passes.iter().enumerate().skip(i) {
+                let n = (j - i + 1) as u64;
+                let allowed = u64::from(burst) + (b - a) / emission;
+                prop_assert!(n <= allowed, "{n} passed in {} ns (at most {allowed})", b - a);
+            }
+        }
+    }
+
+    #[test]
     fn steady_traffic_below_the_rate_is_never_denied(
         average in 1u32..50, burst in 1u32..10, count in 1usize..200,
     ) {
