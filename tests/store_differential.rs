@@ -361,3 +361,35 @@ fn memory_and_redis_give_the_same_waits_to_a_client_faster_than_the_bucket() {
     assert_eq!(waits.len(), 25, "{waits:?}");
     assert!(waits[6..].iter().all(|&w| w == 25), "{waits:?}");
 }
+
+#[test]
+fn a_remembered_denial_ends_when_the_bucket_would_let_the_caller_wait() {
+    // store.redis.local remembers denials until Redis could admit the caller again: for a
+    // bucket with max_delay, that is max_delay before its next token, not the token itself.
+    let server = RedisServer::start();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let mut config = support::redis::store_config(&format!("url = \"{}\"", server.url()));
+    config.local = true;
+    let redis = Arc::new(Redis::new(config, 1000).with_caller_clock());
+    runtime.block_on(async {
+        tokio::time::timeout(Duration::from_secs(10), redis.clone().connect()).await.expect("connects")
+    });
+    let store = Store::Redis(redis);
+    let ms = SECOND / 1000;
+    let limits = [Limit::new(
+        "b",
+        Algorithm::Gcra { emission: 100 * ms, burst: NonZeroU32::new(1).unwrap(), max_delay: 30 * ms },
+    )];
+    let scopes = [Scope { id: 1, mode: Mode::Enforce, rule: None, limits: &limits }];
+    let check = |now| runtime.block_on(store.check(Key(7), &scopes, now, Counting::AllowedOnly)).unwrap();
+    assert!(check(T0).is_allowed());
+    let denied = check(T0 + 10 * ms);
+    assert!(!denied.is_allowed());
+    assert_eq!(denied.verdicts()[0].verdict.retry_after, 90 * ms);
+    // Still remembered 1 ms before the edge; at the edge (70 ms on, 30 ms before the token)
+    // Redis is asked again and admits with a 30 ms wait.
+    assert!(!check(T0 + 69 * ms).is_allowed());
+    let edge = check(T0 + 70 * ms);
+    assert!(edge.is_allowed(), "{edge:?}");
+    assert_eq!(edge.wait(), 30 * ms);
+}
