@@ -117,6 +117,19 @@ fn check_config_warns_of_the_built_in_hash_key() {
     assert_eq!(text(&out).1, "", "no warning with a hash key");
 }
 
+#[test]
+fn check_config_says_a_bucket_with_average_0_limits_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q.toml");
+    let text_ = "[plans.free]\nlimits = [{ average = 0, burst = 5 }]\n\
+                 [plans.pro]\nlimits = [{ average = 0 }, { requests = 9, per = \"minute\" }]\n";
+    std::fs::write(&path, text_).unwrap();
+    let out = quotagate(&["check-config", path.to_str().unwrap()]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("no limit (average = 0): plans.free.limits[0], plans.pro.limits[0]"), "{stdout}");
+}
+
 #[tokio::test]
 async fn serve_warns_of_the_built_in_hash_key_at_start() {
     let q = support::Quotagate::start("[plans.free]\nlimits = [{ requests = 1, per = \"second\" }]\n").await;
