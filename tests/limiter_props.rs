@@ -6,12 +6,16 @@
 //! bucket's next token). For every algorithm, every kind of window and both counting
 //! modes, one limit at a time and several checked together as a store does.
 
+#[path = "support/windows.rs"]
+mod windows;
+
 use std::num::NonZeroU32;
 
 use proptest::prelude::*;
 use quotagate::identity::Key;
 use quotagate::limiter::{Algorithm, Limit, Nanos, State, Verdict, Window, SECOND};
 use quotagate::store::{Counting, Memory, Scope};
+use windows::window;
 
 /// 2026-01-01 00:00:00 UTC; cases start somewhere in the two years after it.
 const T0: Nanos = 1_767_225_600 * SECOND;
@@ -109,19 +113,6 @@ fn run(limit: &Limit, arrivals: &[Nanos], count_denied: bool) -> Result<Vec<Nano
         }
     }
     Ok(out)
-}
-
-fn window() -> impl Strategy<Value = Window> {
-    prop_oneof![
-        Just(Window::Second),
-        Just(Window::Minute),
-        Just(Window::Hour),
-        Just(Window::Day),
-        Just(Window::Week),
-        Just(Window::Month),
-        Just(Window::Every(7 * SECOND)),
-        Just(Window::Every(900 * SECOND)),
-    ]
 }
 
 /// Sorted instants starting anywhere in two years, with gaps measured in `unit`: many none (a

@@ -20,24 +20,12 @@ use proptest::test_runner::{Config as Cases, TestCaseError, TestRunner};
 use quotagate::identity::Key;
 use quotagate::limiter::{Algorithm, Limit, Nanos, State, Window, MAX_DELAY, MAX_SPAN, SECOND};
 use quotagate::store::{Counting, Decision, Memory, Mode, Redis, Scope, Store};
+use support::windows::window;
 use support::RedisServer;
 
 /// 2026-01-01 00:00:00 UTC; cases start somewhere in the two years after it.
 const T0: Nanos = 1_767_225_600 * SECOND;
 const YEAR: Nanos = 365 * 86_400 * SECOND;
-
-fn window() -> impl Strategy<Value = Window> {
-    prop_oneof![
-        Just(Window::Second),
-        Just(Window::Minute),
-        Just(Window::Hour),
-        Just(Window::Day),
-        Just(Window::Week),
-        Just(Window::Month),
-        Just(Window::Every(7 * SECOND)),
-        Just(Window::Every(900 * SECOND)),
-    ]
-}
 
 /// Any limit config accepts: windows of every kind, buckets from a nanosecond's emission to a
 /// span of 100 days, quotas and bursts small (so they fill) or huge.

@@ -41,7 +41,7 @@ pub(super) fn after(
     let quota = requests.get();
     let end = state.at;
     let len = window.len_at(now);
-    let used = u64::from(state.count) + weighted(state.previous, end, len, now);
+    let used = used(window, state, now);
     let remaining = u32::try_from(u64::from(quota).saturating_sub(used)).expect("at most the quota");
     let retry_after = if remaining > 0 {
         0

@@ -24,6 +24,7 @@ pub mod raw;
 pub mod redis;
 pub mod spellings;
 pub mod traefik;
+pub mod windows;
 
 use std::collections::BTreeSet;
 use std::future::Future;
