@@ -175,7 +175,8 @@ impl Rule {
         host_ok && method_ok && path_ok
     }
 
-    fn limits_for(&self, plan: PlanId) -> &[Limit] {
+    /// The limits this rule adds for `plan`: its own list for the plan, else `limits."*"`.
+    pub(crate) fn limits_for(&self, plan: PlanId) -> &[Limit] {
         match self.per_plan.get(usize::from(plan.0)) {
             Some(Some(limits)) => limits,
             _ => &self.any_plan,

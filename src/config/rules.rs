@@ -7,8 +7,7 @@ use super::leaf::{quoted, segment, valid_name, NAME_RULE};
 use super::policy::unknown_plan;
 use super::raw::RawRule;
 use super::validate::Validator;
-use crate::limiter::Limit;
-use crate::policy::{HostMatch, Mode, PathGlob, PathMatch, Plan, Rule, RuleId, PLAN_SCOPE};
+use crate::policy::{HostMatch, Mode, PathGlob, PathMatch, Plan, PlanId, Rule, RuleId, PLAN_SCOPE};
 
 impl Validator {
     pub(super) fn rule(&mut self, i: usize, raw: RawRule, plans: &[Plan], earlier: &[Rule]) -> Option<Rule> {
@@ -122,6 +121,7 @@ impl Validator {
     fn names_unique(&mut self, key: &str, rule: &Rule, plans: &[Plan], earlier: &[Rule]) {
         let mut reported = std::collections::BTreeSet::new();
         for (p, plan) in plans.iter().enumerate() {
+            let plan_id = PlanId(p as u16);
             let (list, lkey) = match &rule.per_plan[p] {
                 Some(limits) => (limits.as_slice(), format!("{key}.limits.{}", segment(&plan.name))),
                 None => (rule.any_plan.as_slice(), format!("{key}.limits.\"*\"")),
@@ -131,7 +131,7 @@ impl Validator {
                 let clash = if plan.limits.iter().any(|l| *l.name == *name) {
                     format!("a limit of plan {}", quoted(&plan.name))
                 } else if let Some(r) =
-                    earlier.iter().find(|r| limits_for(r, p).iter().any(|l| *l.name == *name))
+                    earlier.iter().find(|r| r.limits_for(plan_id).iter().any(|l| *l.name == *name))
                 {
                     format!("a limit of rule {} for plan {}", quoted(&r.name), quoted(&plan.name))
                 } else {
@@ -185,11 +185,6 @@ impl Validator {
             }
         }
     }
-}
-
-/// The limits `rule` adds for plan `p`, as `Policy::applicable` picks them.
-fn limits_for(rule: &Rule, p: usize) -> &[Limit] {
-    rule.per_plan.get(p).and_then(Option::as_deref).unwrap_or(&rule.any_plan)
 }
 
 /// A rule's counter scope: a stable 32-bit hash of its name. Two names may share one; see
