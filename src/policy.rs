@@ -278,12 +278,22 @@ pub struct Scope<'p> {
     /// `None` for the plan's own limits.
     pub rule: Option<&'p Rule>,
     pub limits: &'p [Limit],
+    /// What the request costs in this scope: what each of its limits that counts cost
+    /// ([`crate::limiter::Counts::Cost`]) takes from its quota. At least 1.
+    pub cost: u32,
 }
 
 impl<'p> Scope<'p> {
-    /// An enforced scope of `limits` under counter scope `id`, belonging to no rule.
+    /// An enforced scope of `limits` under counter scope `id`, belonging to no rule, for a
+    /// request of cost 1.
     pub fn enforced(id: u32, limits: &'p [Limit]) -> Scope<'p> {
-        Scope { id, mode: Mode::Enforce, rule: None, limits }
+        Scope { id, mode: Mode::Enforce, rule: None, limits, cost: 1 }
+    }
+
+    /// This scope for a request of cost `cost`.
+    pub fn costing(mut self, cost: u32) -> Scope<'p> {
+        self.cost = cost.max(1);
+        self
     }
 }
 
@@ -337,7 +347,7 @@ impl Policy {
         }
         let mut scopes = Scopes::new();
         if !p.limits.is_empty() {
-            scopes.push(Scope { id: PLAN_SCOPE, mode: self.mode, rule: None, limits: &p.limits });
+            scopes.push(Scope { id: PLAN_SCOPE, mode: self.mode, rule: None, limits: &p.limits, cost: 1 });
         }
         for rule in self.rules.iter().filter(|r| r.matches(req)) {
             if rule.exempt {
@@ -346,7 +356,7 @@ impl Policy {
             let limits = rule.limits_for(plan);
             if !limits.is_empty() {
                 let mode = if self.mode == Mode::DryRun { Mode::DryRun } else { rule.mode };
-                scopes.push(Scope { id: rule.scope, mode, rule: Some(rule), limits });
+                scopes.push(Scope { id: rule.scope, mode, rule: Some(rule), limits, cost: 1 });
             }
         }
         if scopes.is_empty() {

@@ -164,7 +164,7 @@ fn memory_and_redis_decide_every_sequence_identically() {
                     .iter()
                     .enumerate()
                     .filter(|(i, _)| mask & (1 << i) != 0)
-                    .map(|(i, (id, limits))| Scope { id: *id, mode: mode(i), rule: None, limits })
+                    .map(|(i, (id, limits))| Scope { id: *id, mode: mode(i), rule: None, limits, cost: 1 })
                     .collect();
                 let counting = counting(count_denied);
                 let memory = stores.check(&stores.memory, who, &scopes, now, counting);
@@ -225,6 +225,7 @@ fn extreme() -> impl Strategy<Value = (Limit, Nanos, State)> {
                 }
                 // A TAT up to MAX_SPAN ahead: a bucket in debt.
                 Algorithm::Gcra { .. } => State { at: now + ahead, count: 0, previous: 0 },
+                Algorithm::Concurrent { .. } => unreachable!("the strategy makes windows and buckets"),
             };
             (limit, now, state)
         },
@@ -332,7 +333,7 @@ fn memory_and_redis_give_the_same_waits_to_a_client_faster_than_the_bucket() {
         "b",
         Algorithm::Gcra { emission: 10 * ms, burst: NonZeroU32::new(3).unwrap(), max_delay: 25 * ms },
     )];
-    let scopes = [Scope { id: 1, mode: Mode::Enforce, rule: None, limits: &limits }];
+    let scopes = [Scope { id: 1, mode: Mode::Enforce, rule: None, limits: &limits, cost: 1 }];
     let mut waits = Vec::new();
     for i in 0..200 {
         let now = T0 + i * ms;
@@ -368,7 +369,7 @@ fn a_remembered_denial_ends_when_the_bucket_would_let_the_caller_wait() {
         "b",
         Algorithm::Gcra { emission: 100 * ms, burst: NonZeroU32::new(1).unwrap(), max_delay: 30 * ms },
     )];
-    let scopes = [Scope { id: 1, mode: Mode::Enforce, rule: None, limits: &limits }];
+    let scopes = [Scope { id: 1, mode: Mode::Enforce, rule: None, limits: &limits, cost: 1 }];
     let check = |now| runtime.block_on(store.check(Key(7), &scopes, now, Counting::AllowedOnly)).unwrap();
     assert!(check(T0).is_allowed());
     let denied = check(T0 + 10 * ms);

@@ -161,7 +161,7 @@ async fn scenarios(store: Arc<Store>) {
     let plan = vec![fixed("day", 5, Window::Day)];
     let strict = vec![fixed("strict.day", 1, Window::Day)];
     let loose = vec![fixed("loose.day", 20, Window::Day)];
-    let dry_run = |id, limits| Scope { id, mode: Mode::DryRun, rule: None, limits };
+    let dry_run = |id, limits| Scope { id, mode: Mode::DryRun, rule: None, limits, cost: 1 };
     let scopes = [Scope::enforced(0, &plan), dry_run(7, &strict), dry_run(9, &loose)];
     let who = caller();
     for k in 1..=12u32 {

@@ -67,6 +67,7 @@ impl Validator {
         let default_name = match algorithm {
             Algorithm::Fixed { window, .. } | Algorithm::Sliding { window, .. } => window.name(),
             Algorithm::Gcra { .. } => "bucket".to_owned(),
+            Algorithm::Concurrent { .. } => "concurrent".to_owned(),
         };
         let name = match &raw.name {
             Some(n) if valid_name(n) => n.clone(),

@@ -56,6 +56,22 @@ pub enum Algorithm {
     /// admitted if its token comes within `max_delay` nanoseconds: it reserves that token now
     /// and waits for it ([`Verdict::wait`]), as Traefik's reservation does.
     Gcra { emission: Nanos, burst: NonZeroU32, max_delay: Nanos },
+    /// At most `max` requests in flight at once (`{ concurrent, hold }`). Not a counter: each
+    /// admitted request holds a slot (a ticket) until its backend closes it or `hold`
+    /// nanoseconds pass, whichever comes first. The store keeps the slots; the arithmetic
+    /// here treats such a limit as always admitting (see `store`).
+    Concurrent { max: NonZeroU32, hold: Nanos },
+}
+
+/// What a limit counts per admitted request.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Counts {
+    /// The request's cost (a rule's `cost`, 1 by default), and any cost its backend reports
+    /// when it closes its ticket: `counts = "cost"`, the default.
+    #[default]
+    Cost,
+    /// One per request, whatever it costs: `counts = "requests"`.
+    Requests,
 }
 
 /// A named limit, as configured.
@@ -67,6 +83,8 @@ pub struct Limit {
     /// its emission interval), not its quota, so raising a quota keeps what was counted.
     pub id: u32,
     pub algorithm: Algorithm,
+    /// What one admitted request adds: its cost, or one.
+    pub counts: Counts,
 }
 
 /// Counter state of one limit for one caller. 16 bytes; what the fields mean depends on the
@@ -114,8 +132,30 @@ impl Limit {
             Algorithm::Fixed { window, .. } => stable_id(b'f', window.id()),
             Algorithm::Sliding { window, .. } => stable_id(b's', window.id()),
             Algorithm::Gcra { emission, .. } => stable_id(b'g', emission),
+            // One concurrency limit per scope: its slots outlive changes of `max` and `hold`.
+            Algorithm::Concurrent { .. } => stable_id(b'c', 0),
         };
-        Limit { name: name.into(), id, algorithm }
+        Limit { name: name.into(), id, algorithm, counts: Counts::Cost }
+    }
+
+    /// This limit, counting `counts` per admitted request.
+    pub fn counting(mut self, counts: Counts) -> Self {
+        self.counts = counts;
+        self
+    }
+
+    /// What one request of cost `cost` adds to this limit: `cost`, or 1 for a limit that
+    /// counts requests. Concurrency limits hold one slot whatever the cost.
+    pub fn weight(&self, cost: u32) -> u32 {
+        match (self.algorithm, self.counts) {
+            (Algorithm::Concurrent { .. }, _) | (_, Counts::Requests) => 1,
+            (_, Counts::Cost) => cost,
+        }
+    }
+
+    /// Whether this is a concurrency limit (its slots live in the store, not in a [`State`]).
+    pub fn is_concurrent(&self) -> bool {
+        matches!(self.algorithm, Algorithm::Concurrent { .. })
     }
 
     /// The quota of this limit: requests per window, or the bucket size.
@@ -123,6 +163,7 @@ impl Limit {
         match self.algorithm {
             Algorithm::Fixed { requests, .. } | Algorithm::Sliding { requests, .. } => requests.get(),
             Algorithm::Gcra { burst, .. } => burst.get(),
+            Algorithm::Concurrent { max, .. } => max.get(),
         }
     }
 
@@ -132,7 +173,7 @@ impl Limit {
         match self.algorithm {
             Algorithm::Fixed { window, .. } => fixed::roll(window, state, now),
             Algorithm::Sliding { window, .. } => sliding::roll(window, state, now),
-            Algorithm::Gcra { .. } => {}
+            Algorithm::Gcra { .. } | Algorithm::Concurrent { .. } => {}
         }
     }
 
@@ -146,6 +187,8 @@ impl Limit {
             Algorithm::Gcra { emission, burst, max_delay } => {
                 gcra::admits(emission, burst, max_delay, state, now)
             }
+            // TODO(part 7, store): slots are counted by the store.
+            Algorithm::Concurrent { .. } => true,
         }
     }
 
@@ -157,6 +200,7 @@ impl Limit {
                 state.count = state.count.saturating_add(1)
             }
             Algorithm::Gcra { emission, .. } => gcra::record(emission, state, now),
+            Algorithm::Concurrent { .. } => {}
         }
     }
 
@@ -168,6 +212,8 @@ impl Limit {
             Algorithm::Fixed { requests, window } => fixed::after(requests, window, state, now),
             Algorithm::Sliding { requests, window } => sliding::after(requests, window, state, now),
             Algorithm::Gcra { emission, burst, .. } => gcra::after(emission, burst, state, now),
+            // TODO(part 7, store): the store fills these in from the slots.
+            Algorithm::Concurrent { max, .. } => (max.get(), 0, 0, 0),
         };
         let wait = match self.algorithm {
             Algorithm::Gcra { emission, burst, max_delay } if allowed && max_delay > 0 => {
@@ -189,6 +235,8 @@ impl Limit {
         match self.algorithm {
             Algorithm::Fixed { .. } | Algorithm::Sliding { .. } => v.reset,
             Algorithm::Gcra { emission, burst, .. } => gcra::next_token(emission, burst, v),
+            // The oldest slot's hold ends at `reset`.
+            Algorithm::Concurrent { .. } => v.reset,
         }
     }
 
@@ -201,6 +249,7 @@ impl Limit {
                 u128::from(window.alignment().map_or(31 * 86_400 * SECOND, |(len, _)| len))
             }
             Algorithm::Gcra { emission, burst, .. } => u128::from(emission.max(1)) * u128::from(burst.get()),
+            Algorithm::Concurrent { hold, .. } => u128::from(hold),
         }
     }
 
@@ -209,7 +258,7 @@ impl Limit {
     pub fn max_delay(&self) -> Nanos {
         match self.algorithm {
             Algorithm::Gcra { max_delay, .. } => max_delay,
-            Algorithm::Fixed { .. } | Algorithm::Sliding { .. } => 0,
+            Algorithm::Fixed { .. } | Algorithm::Sliding { .. } | Algorithm::Concurrent { .. } => 0,
         }
     }
 
@@ -217,7 +266,7 @@ impl Limit {
     /// Stores use it as the entry's expiry.
     pub fn expires(&self, state: &State) -> Nanos {
         match self.algorithm {
-            Algorithm::Fixed { .. } | Algorithm::Gcra { .. } => state.at,
+            Algorithm::Fixed { .. } | Algorithm::Gcra { .. } | Algorithm::Concurrent { .. } => state.at,
             // The previous window's count weighs on the whole next window.
             Algorithm::Sliding { window, .. } => window.bounds(state.at).1,
         }

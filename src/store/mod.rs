@@ -100,6 +100,19 @@ impl<'p> Decision<'p> {
     }
 }
 
+/// The id a request's concurrency slots are held under: the id of its ticket.
+pub type TicketId = u128;
+
+/// What closing a ticket did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Closed<'p> {
+    /// The ticket was open and is closed now: `released` concurrency slots were freed, and the
+    /// reported cost was charged to the limits of `charged` (their verdicts after the charge).
+    Closed { released: u32, charged: Vec<Judged<'p>> },
+    /// Closed already (or never issued by this store, or expired): nothing was done.
+    Unknown,
+}
+
 /// What to count.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Counting {
@@ -131,6 +144,9 @@ impl Store {
     /// the request: in the enforced scopes if every enforced limit allows it, in each dry-run
     /// scope if that scope's limits allow it (in all of them with [`Counting::Everything`]).
     /// Atomically, so concurrent requests never get more than the limits allow between them.
+    ///
+    /// A request admitted by a concurrency limit holds a slot under a random ticket id; use
+    /// [`Store::check_ticket`] to choose the id (and so be able to close it).
     pub async fn check<'p>(
         &self,
         caller: Key,
@@ -138,10 +154,43 @@ impl Store {
         now: Nanos,
         counting: Counting,
     ) -> Result<Decision<'p>, StoreError> {
+        self.check_ticket(caller, scopes, now, counting, fastrand::u128(..)).await
+    }
+
+    /// [`Store::check`], holding the slots of the concurrency limits that admit the request
+    /// under `ticket` until [`Store::close`] or their `hold` ends.
+    pub async fn check_ticket<'p>(
+        &self,
+        caller: Key,
+        scopes: &[Scope<'p>],
+        now: Nanos,
+        counting: Counting,
+        ticket: TicketId,
+    ) -> Result<Decision<'p>, StoreError> {
+        // TODO(part 7, store): hold slots under `ticket`.
+        let _ = ticket;
         match self {
             Store::Memory(m) => Ok(m.check(caller, scopes, now, counting)),
             Store::Redis(r) => r.check(caller, scopes, now, counting).await,
         }
+    }
+
+    /// Closes `ticket` of `caller`, valid until `expires`: frees its slots in the concurrency
+    /// limits of `scopes` and charges `cost` more to their limits that count cost (which may
+    /// take them over their quota). Once: a second close of the same ticket is
+    /// [`Closed::Unknown`] and does nothing.
+    pub async fn close<'p>(
+        &self,
+        caller: Key,
+        ticket: TicketId,
+        expires: Nanos,
+        scopes: &[Scope<'p>],
+        cost: u32,
+        now: Nanos,
+    ) -> Result<Closed<'p>, StoreError> {
+        // TODO(part 7, store).
+        let _ = (caller, ticket, expires, scopes, cost, now);
+        Ok(Closed::Unknown)
     }
 
     /// Entries currently held in memory (approximate; for Redis, its local fallback).

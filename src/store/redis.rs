@@ -360,6 +360,8 @@ impl Redis {
                     Algorithm::Gcra { emission, burst, max_delay } => {
                         ("g", burst.get(), emission.max(1), max_delay)
                     }
+                    // TODO(part 7, store): slots in the script.
+                    Algorithm::Concurrent { max, hold } => ("c", max.get(), hold, 0),
                 };
                 invocation.arg(kind).arg(quota).arg(a).arg(b);
             }
