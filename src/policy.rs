@@ -149,6 +149,8 @@ pub struct Rule {
     pub methods: Vec<String>,
     pub exempt: bool,
     pub mode: Mode,
+    /// What a request matching this rule costs (`cost`, 1 by default); see [`Scope::cost`].
+    pub cost: u32,
     /// Limits by plan index; `None` uses `any_plan`.
     pub per_plan: Vec<Option<Vec<Limit>>>,
     /// Limits for plans without their own entry (`limits."*"`).

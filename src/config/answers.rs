@@ -10,11 +10,30 @@ pub struct Answers {
     /// default: on a 2xx Traefik copies the auth answer's headers only to the upstream
     /// request, so the backend can relay them to its client only if they are there.
     pub ratelimit_on_allowed: bool,
+    /// Which admitted requests get an `X-Quotagate-Ticket` (`tickets`). TODO(part 7, config).
+    pub tickets: Tickets,
+    /// How long a ticket of a request that holds no concurrency slot stays valid for reporting
+    /// its cost, and the `hold` of a concurrency limit that sets none (`ticket_hold`, 1m).
+    pub ticket_hold: std::time::Duration,
+}
+
+/// `answers.tickets`: which admitted requests get a ticket.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Tickets {
+    /// Those that hold a slot of a concurrency limit (the default).
+    #[default]
+    Concurrent,
+    /// Every admitted request with limits, so that backends can report costs.
+    Always,
 }
 
 impl Default for Answers {
     fn default() -> Self {
-        Answers { ratelimit_on_allowed: true }
+        Answers {
+            ratelimit_on_allowed: true,
+            tickets: Tickets::Concurrent,
+            ticket_hold: std::time::Duration::from_secs(60),
+        }
     }
 }
 
@@ -22,7 +41,7 @@ impl Validator {
     /// Nothing in `[answers]` can be invalid once it has its type (booleans, which reading
     /// checks with their key paths); this is where a key with a range would be checked.
     pub(super) fn answers(&mut self, raw: RawAnswers) -> Answers {
-        Answers { ratelimit_on_allowed: raw.ratelimit_on_allowed.unwrap_or(true) }
+        Answers { ratelimit_on_allowed: raw.ratelimit_on_allowed.unwrap_or(true), ..Answers::default() }
     }
 }
 

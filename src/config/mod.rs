@@ -37,7 +37,7 @@ mod validate;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-pub use answers::Answers;
+pub use answers::{Answers, Tickets};
 pub use error::{ConfigError, Problem};
 pub use raw::RawConfig;
 pub use server::{Connections, Server, TlsFiles};

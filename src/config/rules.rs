@@ -105,6 +105,8 @@ impl Validator {
             methods,
             exempt: raw.exempt,
             mode: if raw.dry_run { Mode::DryRun } else { Mode::Enforce },
+            // TODO(part 7, config): `cost`.
+            cost: 1,
             per_plan,
             any_plan,
         };

@@ -27,6 +27,12 @@ pub struct Server {
     pub tls: Option<TlsFiles>,
     /// Bounds and timeouts of every listener's connections.
     pub connections: Connections,
+    /// Where backends close their tickets (`POST /v1/tickets/close`); `None`: not served.
+    /// TODO(part 7, config): parsed from `server.tickets_listen`.
+    pub tickets_listen: Option<SocketAddr>,
+    /// The hash of the bearer token `POST /v1/tickets/close` requires, if any (from
+    /// `server.tickets_token_file`). TODO(part 7, config).
+    pub tickets_token: Option<blake3::Hash>,
 }
 
 /// Bounds and timeouts that keep slow or idle clients from holding connections (per listener).
@@ -137,6 +143,8 @@ impl Validator {
                 shutdown_timeout: shutdown?,
                 tls: tls_files,
                 connections: connections?,
+                tickets_listen: None,
+                tickets_token: None,
             })
         })();
         (server, tls)
