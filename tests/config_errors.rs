@@ -65,7 +65,7 @@ limits = [{ requests = 10, per = "minute", algorithm = "leaky" }]"#,
         (
             r#"[plans.free]
 limits = [{ requests = 10, average = 5 }]"#,
-            &[r#"plans.free.limits[0]: mixes window keys and bucket keys (a limit is { requests, per } (with algorithm = "fixed" or "sliding") or { average, period, burst })"#],
+            &[r#"plans.free.limits[0]: mixes window keys and bucket keys (a limit is { requests, per } (with algorithm = "fixed" or "sliding"), { average, period, burst } or { concurrent, hold })"#],
         ),
         (
             r#"[plans.free]
@@ -548,4 +548,315 @@ limits = [
             "plans.free.limits[2]: a bucket's burst * period / average spans at most 100 days (got 120 days)",
         ]
     );
+}
+
+/// A config with a concurrency limit in a plan and in a rule, a rule cost, limits counting
+/// requests, and the ticket listener: what part 7 adds, on top of `BASE`.
+const TICKETS: &str = r#"
+[server]
+tickets_listen = "127.0.0.1:8082"
+
+[plans.pro]
+limits = [
+  { requests = 600, per = "minute", counts = "requests" },
+  { requests = 1_000_000, per = "month" },
+  { concurrent = 4, hold = "2m" },
+]
+
+[[rules]]
+name = "summarize"
+path_prefix = "/api/summarize"
+methods = ["POST"]
+cost = 5
+limits.pro = [{ concurrent = 1 }]
+limits.free = [{ requests = 2, per = "minute", counts = "requests" }]
+"#;
+
+#[test]
+fn concurrency_limits_costs_and_counts_are_read_as_written() {
+    use quotagate::limiter::{Algorithm, Counts, SECOND};
+    let config = Config::parse(&format!("{BASE}{TICKETS}"), "t.toml", None).unwrap_or_else(|e| panic!("{e}"));
+    let policy = &config.policy;
+    let pro = policy.plan(policy.plan_named("pro").unwrap());
+    let shapes: Vec<_> = pro.limits.iter().map(|l| (&*l.name, l.counts, l.algorithm)).collect();
+    let four = std::num::NonZeroU32::new(4).unwrap();
+    assert_eq!(shapes[0].1, Counts::Requests);
+    assert_eq!(shapes[1].1, Counts::Cost, "limits count cost by default");
+    assert_eq!(
+        shapes[2],
+        ("concurrent", Counts::Cost, Algorithm::Concurrent { max: four, hold: 120 * SECOND })
+    );
+    let rule = &policy.rules[0];
+    assert_eq!(rule.cost, 5);
+    let pro_id = policy.plan_named("pro").unwrap();
+    let one = std::num::NonZeroU32::new(1).unwrap();
+    let limit = &rule.per_plan[usize::from(pro_id.0)].as_ref().unwrap()[0];
+    assert_eq!(&*limit.name, "summarize.concurrent", "a rule's concurrency limit is named after the rule");
+    assert_eq!(
+        limit.algorithm,
+        Algorithm::Concurrent { max: one, hold: 60 * SECOND },
+        "without a hold, answers.ticket_hold (1m by default) applies"
+    );
+    assert_eq!(config.server.tickets_listen, Some("127.0.0.1:8082".parse().unwrap()));
+    assert_eq!(config.server.tickets_token, None);
+    assert!(
+        config.summary().ends_with("listen 0.0.0.0:8080, tickets 127.0.0.1:8082"),
+        "{}",
+        config.summary()
+    );
+
+    // `ticket_hold` is the default hold of every concurrency limit that sets none.
+    let held = format!("{BASE}{TICKETS}[answers]\ntickets = \"always\"\nticket_hold = \"90s\"\n");
+    let config = Config::parse(&held, "t.toml", None).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.answers.tickets, quotagate::config::Tickets::Always);
+    assert_eq!(config.answers.ticket_hold, std::time::Duration::from_secs(90));
+    let limit = &config.policy.rules[0].per_plan[usize::from(pro_id.0)].as_ref().unwrap()[0];
+    assert_eq!(limit.algorithm, Algorithm::Concurrent { max: one, hold: 90 * SECOND });
+    // The defaults: tickets only for requests holding a slot, kept a minute.
+    let plain = Config::parse(BASE, "t.toml", None).unwrap();
+    assert_eq!(plain.answers.tickets, quotagate::config::Tickets::Concurrent);
+    assert_eq!(plain.answers.ticket_hold, std::time::Duration::from_secs(60));
+    assert_eq!(plain.policy.plans[0].limits[0].counts, Counts::Cost);
+    assert_eq!(plain.server.tickets_listen, None);
+}
+
+#[test]
+fn bad_concurrency_cost_and_ticket_values_get_exact_messages() {
+    let listen = "[server]\ntickets_listen = \"127.0.0.1:8082\"\n";
+    let plan = |limits: &str| format!("{listen}[plans.free]\nlimits = [{limits}]\n");
+    let rule = |body: &str| format!("{listen}{BASE}[[rules]]\nname = \"r\"\npath_prefix = \"/r\"\n{body}\n");
+    let table: Vec<(String, Vec<&str>)> = vec![
+        (plan("{ concurrent = 0, hold = \"soon\" }"), vec![
+            "plans.free.limits[0].concurrent: must be greater than 0 (got 0)",
+            r#"plans.free.limits[0].hold: invalid duration "soon" (expected e.g. "30s", "1m", "2h")"#,
+        ]),
+        (plan("{ concurrent = 2, hold = \"0s\" }, { requests = 1, per = \"second\" }"), vec![
+            "plans.free.limits[0].hold: must be longer than 0s",
+        ]),
+        (plan("{ concurrent = 2, hold = \"101d\" }"), vec![
+            r#"plans.free.limits[0].hold: must be at most 100 days (got "101d")"#,
+        ]),
+        (plan("{ hold = \"1m\" }"), vec![
+            "plans.free.limits[0].concurrent: missing (how many requests may be in flight at once)",
+        ]),
+        (plan("{ concurrent = 2, requests = 5, per = \"minute\" }"), vec![
+            r#"plans.free.limits[0]: mixes window keys and concurrency keys (a limit is { requests, per } (with algorithm = "fixed" or "sliding"), { average, period, burst } or { concurrent, hold })"#,
+        ]),
+        (plan("{ concurrent = 2, average = 5 }"), vec![
+            r#"plans.free.limits[0]: mixes bucket keys and concurrency keys (a limit is { requests, per } (with algorithm = "fixed" or "sliding"), { average, period, burst } or { concurrent, hold })"#,
+        ]),
+        (plan("{ concurrent = 2, average = 0 }"), vec![
+            r#"plans.free.limits[0]: mixes bucket keys and concurrency keys (a limit is { requests, per } (with algorithm = "fixed" or "sliding"), { average, period, burst } or { concurrent, hold })"#,
+        ]),
+        (plan("{ concurrent = 2, counts = \"requests\" }"), vec![
+            "plans.free.limits[0].counts: a concurrency limit holds one slot per request, whatever the request costs (remove counts)",
+        ]),
+        (plan("{ concurrent = 2 }, { concurrent = 3, name = \"more\" }"), vec![
+            r#"plans.free.limits[1]: is a second concurrency limit in this list, beside "concurrent" (a list holds at most one)"#,
+        ]),
+        (plan("{ requests = 5, per = \"minute\", counts = \"tokens\" }, { average = 0, counts = \"each\" }"), vec![
+            r#"plans.free.limits[0].counts: unknown value "tokens" (expected "cost" or "requests")"#,
+            r#"plans.free.limits[1].counts: unknown value "each" (expected "cost" or "requests")"#,
+        ]),
+        (plan("{ counts = \"requests\" }"), vec![
+            r#"plans.free.limits[0]: is empty (a limit is { requests, per } (with algorithm = "fixed" or "sliding"), { average, period, burst } or { concurrent, hold })"#,
+        ]),
+        (rule("cost = 0\nlimits.free = [{ requests = 1, per = \"second\" }]"), vec![
+            "rules[0].cost: must be between 1 and 1000000 (got 0)",
+        ]),
+        (rule("cost = 1_000_001\nlimits.free = [{ requests = 1, per = \"second\" }]"), vec![
+            "rules[0].cost: must be between 1 and 1000000 (got 1000001)",
+        ]),
+        (rule("cost = \"5\"\nlimits.free = [{ requests = 1, per = \"second\" }]"), vec![
+            r#"rules[0].cost: must be an integer (got "5")"#,
+        ]),
+        (rule("cost = 2\nexempt = true"), vec![
+            "rules[0].cost: an exempt rule costs nothing (remove cost or exempt)",
+        ]),
+        (format!("{listen}{BASE}[answers]\ntickets = \"sometimes\"\nticket_hold = \"0s\""), vec![
+            r#"answers.tickets: unknown value "sometimes" (expected "concurrent" or "always")"#,
+            "answers.ticket_hold: must be longer than 0s",
+        ]),
+        (format!("{listen}{BASE}[answers]\nticket_hold = \"200d\""), vec![
+            r#"answers.ticket_hold: must be at most 100 days (got "200d")"#,
+        ]),
+        (format!("[server]\ntickets_listen = \"localhost:8082\"\n{BASE}"), vec![
+            r#"server.tickets_listen: invalid address "localhost:8082" (expected IP:PORT, e.g. "0.0.0.0:8080")"#,
+        ]),
+    ];
+    for (text, expected) in &table {
+        assert_eq!(&problems(text), expected, "for config:\n{text}");
+    }
+}
+
+#[test]
+fn a_config_that_issues_tickets_is_refused_without_a_listener_to_close_them() {
+    let concurrent = "[plans.free]\nlimits = [{ requests = 10, per = \"minute\" }, { concurrent = 2 }]\n";
+    assert_eq!(
+        problems(concurrent),
+        [
+            r#"server.tickets_listen: missing: plans.free.limits[1] is a concurrency limit, and backends free its slots by closing tickets (POST /v1/tickets/close), which is served only on server.tickets_listen (e.g. "0.0.0.0:8082"); without it every slot stays taken for its whole hold"#
+        ]
+    );
+    // In a rule, and dry-run: its slots are held too.
+    let in_rule =
+        format!("{BASE}[[rules]]\nname = \"r\"\ndry_run = true\nlimits.\"*\" = [{{ concurrent = 1 }}]\n");
+    assert_eq!(
+        problems(&in_rule),
+        [
+            r#"server.tickets_listen: missing: rules[0].limits."*"[0] is a concurrency limit, and backends free its slots by closing tickets (POST /v1/tickets/close), which is served only on server.tickets_listen (e.g. "0.0.0.0:8082"); without it every slot stays taken for its whole hold"#
+        ]
+    );
+    assert_eq!(
+        problems(&format!("{BASE}[answers]\ntickets = \"always\"\n")),
+        [
+            r#"server.tickets_listen: missing: answers.tickets = "always" gives admitted requests tickets to close (POST /v1/tickets/close), which is served only on server.tickets_listen (e.g. "0.0.0.0:8082"); without it backends could never close them"#
+        ]
+    );
+    // A listener of the wrong type is reported as such, not as missing too.
+    assert_eq!(
+        problems(&format!("[server]\ntickets_listen = 8082\n{concurrent}")),
+        ["server.tickets_listen: must be a string (got 8082)"]
+    );
+    // With the listener, both are fine; without tickets, no listener is needed.
+    let listen = "[server]\ntickets_listen = \"0.0.0.0:8082\"\n";
+    assert_eq!(problems(&format!("{listen}{concurrent}")), Vec::<String>::new());
+    assert_eq!(problems(&format!("{listen}{BASE}[answers]\ntickets = \"always\"\n")), Vec::<String>::new());
+    assert_eq!(problems(&format!("{BASE}[answers]\ntickets = \"concurrent\"\n")), Vec::<String>::new());
+}
+
+#[test]
+fn the_ticket_listener_binds_apart_from_the_other_listeners() {
+    let server = |body: &str| format!("[server]\n{body}\n{BASE}");
+    let table: &[(&str, &[&str])] = &[
+        (
+            "listen = \"0.0.0.0:8080\"\ntickets_listen = \"0.0.0.0:8080\"",
+            &["server.tickets_listen: must differ from server.listen (both 0.0.0.0:8080)"],
+        ),
+        (
+            "listen = \"0.0.0.0:8080\"\ntickets_listen = \"10.0.0.5:8080\"",
+            &["server.tickets_listen: must differ from server.listen (10.0.0.5:8080 and 0.0.0.0:8080 both take port 8080)"],
+        ),
+        (
+            "listen = \"[::]:8080\"\ntickets_listen = \"127.0.0.1:8080\"",
+            &["server.tickets_listen: must differ from server.listen (127.0.0.1:8080 and [::]:8080 both take port 8080)"],
+        ),
+        (
+            "admin_listen = \"127.0.0.1:8081\"\ntickets_listen = \"127.0.0.1:8081\"",
+            &["server.tickets_listen: must differ from server.admin_listen (both 127.0.0.1:8081)"],
+        ),
+        (
+            "listen = \"127.0.0.1:8080\"\nadmin_listen = \"0.0.0.0:8080\"",
+            &["server.admin_listen: must differ from server.listen (0.0.0.0:8080 and 127.0.0.1:8080 both take port 8080)"],
+        ),
+        // Apart: another port, two specific IPs, another family, or port 0 (any free port).
+        ("listen = \"0.0.0.0:8080\"\nadmin_listen = \"0.0.0.0:8081\"\ntickets_listen = \"0.0.0.0:8082\"", &[]),
+        ("listen = \"10.0.0.5:8080\"\ntickets_listen = \"10.0.0.6:8080\"", &[]),
+        ("listen = \"0.0.0.0:8080\"\ntickets_listen = \"[::1]:8080\"", &[]),
+        ("listen = \"127.0.0.1:0\"\ntickets_listen = \"127.0.0.1:0\"", &[]),
+    ];
+    for (body, expected) in table {
+        assert_eq!(problems(&server(body)), *expected, "for [server]\n{body}");
+    }
+}
+
+#[test]
+fn a_rule_cost_no_cost_counting_quota_it_meets_can_hold_is_refused_naming_both() {
+    let text = r#"
+[plans.free]
+limits = [{ requests = 10, per = "minute" }, { requests = 3, per = "hour" }]
+[plans.pro]
+limits = [{ average = 10, burst = 4 }, { requests = 2, per = "day", counts = "requests" }]
+[plans.internal]
+unlimited = true
+[[rules]]
+name = "big"
+path_prefix = "/big"
+cost = 5
+limits.pro = [{ requests = 4, per = "minute", name = "tight" }, { concurrent = 1 }]
+limits.internal = [{ requests = 1, per = "minute" }]
+limits."*" = [{ requests = 2, per = "second" }]
+[server]
+tickets_listen = "127.0.0.1:8082"
+"#;
+    assert_eq!(
+        problems(text),
+        [
+            r#"rules[0].cost: a request costing 5 can never pass limit "hour" of plan "free", which counts cost and has a quota of 3 (lower the cost, raise that quota, or set counts = "requests" on it)"#,
+            r#"rules[0].cost: a request costing 5 can never pass limit "bucket" of plan "pro", which counts cost and has a quota of 4 (lower the cost, raise that quota, or set counts = "requests" on it)"#,
+            r#"rules[0].cost: a request costing 5 can never pass limit "tight" of this rule for plan "pro", which counts cost and has a quota of 4 (lower the cost, raise that quota, or set counts = "requests" on it)"#,
+            r#"rules[0].cost: a request costing 5 can never pass limit "big.second" of this rule for any plan ("*"), which counts cost and has a quota of 2 (lower the cost, raise that quota, or set counts = "requests" on it)"#,
+        ]
+    );
+    // Counting requests, a quota below the cost is fine; a dry-run rule's cost never counts
+    // against the plans' limits, only against its own; `limits."*"` that no plan meets, and
+    // the limits of an unlimited plan, are never met.
+    let fine = r#"
+[plans.free]
+limits = [{ requests = 3, per = "hour", counts = "requests" }]
+[plans.internal]
+unlimited = true
+[[rules]]
+name = "big"
+path_prefix = "/big"
+cost = 5
+limits.free = [{ requests = 1, per = "minute", counts = "requests" }]
+limits.internal = [{ requests = 1, per = "minute" }]
+limits."*" = [{ requests = 1, per = "second" }]
+[[rules]]
+name = "try"
+path_prefix = "/try"
+dry_run = true
+cost = 7
+limits.free = [{ requests = 7, per = "minute" }]
+"#;
+    assert_eq!(problems(fine), Vec::<String>::new());
+    let over = fine.replace(
+        "limits.free = [{ requests = 7, per = \"minute\" }]",
+        "limits.free = [{ requests = 6, per = \"minute\" }]",
+    );
+    assert_eq!(
+        problems(&over),
+        [
+            r#"rules[1].cost: a request costing 7 can never pass limit "try.minute" of this rule for plan "free", which counts cost and has a quota of 6 (lower the cost, raise that quota, or set counts = "requests" on it)"#
+        ]
+    );
+}
+
+#[test]
+fn the_ticket_token_is_read_trimmed_and_kept_only_as_its_hash() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = "backend-token-0123456789";
+    std::fs::write(dir.path().join("tickets"), format!("  {token}\n")).unwrap();
+    std::fs::write(dir.path().join("short"), "short-token\n").unwrap();
+    std::fs::write(dir.path().join("spaced"), "a token with spaces in it\n").unwrap();
+    let config = |file: &str| {
+        format!("[server]\ntickets_listen = \"127.0.0.1:8082\"\ntickets_token_file = \"{file}\"\n{BASE}")
+    };
+    let ok = Config::parse(&config("tickets"), "t.toml", Some(dir.path())).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(ok.server.tickets_token, Some(blake3::hash(token.as_bytes())));
+    assert!(ok.files.contains(&dir.path().join("tickets")), "a rotated token triggers a reload");
+    assert!(ok.summary().ends_with("tickets 127.0.0.1:8082 (bearer token required)"), "{}", ok.summary());
+    assert!(!format!("{ok:?}").contains(token), "the token is kept in clear");
+
+    let d = dir.path().display();
+    let table: &[(String, Vec<String>)] = &[
+        (config("short"), vec![
+            "server.tickets_token_file: the token must be at least 16 bytes long (got 11 bytes)".into(),
+        ]),
+        (config("spaced"), vec![
+            "server.tickets_token_file: the token must be visible ASCII without spaces (backends send it as Authorization: Bearer <token>)".into(),
+        ]),
+        (config("missing"), vec![
+            format!("server.tickets_token_file: cannot read {d}/missing: No such file or directory (os error 2)"),
+        ]),
+        (format!("[server]\ntickets_token_file = \"tickets\"\n{BASE}"), vec![
+            "server.tickets_token_file: set server.tickets_listen too".into(),
+        ]),
+    ];
+    for (text, expected) in table {
+        let err = Config::parse(text, "t.toml", Some(dir.path())).unwrap_err();
+        assert_eq!(&err.problems(), expected, "for config:\n{text}");
+        assert!(!err.to_string().contains("short-token") && !err.to_string().contains("with spaces"));
+    }
 }

@@ -1,4 +1,7 @@
-//! `[answers]`: what quotagate's answers carry beyond the decision itself.
+//! `[answers]`: what quotagate's answers carry beyond the decision itself: the RateLimit
+//! fields on 200s, and which admitted requests get a ticket (and for how long by default).
+
+use std::time::Duration;
 
 use super::raw::RawAnswers;
 use super::validate::Validator;
@@ -10,11 +13,12 @@ pub struct Answers {
     /// default: on a 2xx Traefik copies the auth answer's headers only to the upstream
     /// request, so the backend can relay them to its client only if they are there.
     pub ratelimit_on_allowed: bool,
-    /// Which admitted requests get an `X-Quotagate-Ticket` (`tickets`). TODO(part 7, config).
+    /// Which admitted requests get an `X-Quotagate-Ticket` (`tickets`).
     pub tickets: Tickets,
     /// How long a ticket of a request that holds no concurrency slot stays valid for reporting
     /// its cost, and the `hold` of a concurrency limit that sets none (`ticket_hold`, 1m).
-    pub ticket_hold: std::time::Duration,
+    /// Longer than zero, at most `limiter::MAX_SPAN`.
+    pub ticket_hold: Duration,
 }
 
 /// `answers.tickets`: which admitted requests get a ticket.
@@ -32,16 +36,32 @@ impl Default for Answers {
         Answers {
             ratelimit_on_allowed: true,
             tickets: Tickets::Concurrent,
-            ticket_hold: std::time::Duration::from_secs(60),
+            ticket_hold: Duration::from_secs(60),
         }
     }
 }
 
 impl Validator {
-    /// Nothing in `[answers]` can be invalid once it has its type (booleans, which reading
-    /// checks with their key paths); this is where a key with a range would be checked.
+    /// Validates `[answers]`. A bad value is a problem and leaves its default in the result, so
+    /// that the sections validated after it (`ticket_hold` is the default `hold` of concurrency
+    /// limits) are still checked.
     pub(super) fn answers(&mut self, raw: RawAnswers) -> Answers {
-        Answers { ratelimit_on_allowed: raw.ratelimit_on_allowed.unwrap_or(true), ..Answers::default() }
+        let d = Answers::default();
+        let tickets = match raw.tickets.as_deref() {
+            Some(t) => self.choice(
+                "answers.tickets",
+                "value",
+                t,
+                &[("concurrent", Tickets::Concurrent), ("always", Tickets::Always)],
+            ),
+            None => None,
+        };
+        let ticket_hold = raw.ticket_hold.as_deref().and_then(|h| self.hold("answers.ticket_hold", h));
+        Answers {
+            ratelimit_on_allowed: raw.ratelimit_on_allowed.unwrap_or(d.ratelimit_on_allowed),
+            tickets: tickets.unwrap_or(d.tickets),
+            ticket_hold: ticket_hold.map_or(d.ticket_hold, Duration::from_nanos),
+        }
     }
 }
 

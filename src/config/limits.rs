@@ -1,13 +1,20 @@
 //! A list of limits (in a plan, or in a rule for one plan): each is a window
-//! (`{ requests, per }`, fixed or sliding) or a bucket (`{ average, period, burst }`, GCRA,
-//! as in Traefik's rateLimit middleware).
+//! (`{ requests, per }`, fixed or sliding), a bucket (`{ average, period, burst }`, GCRA,
+//! as in Traefik's rateLimit middleware) or a concurrency limit (`{ concurrent, hold }`: at
+//! most that many requests in flight, each slot held until its ticket is closed or `hold`
+//! passes). Windows and buckets take a request's cost from their quota, or one per request
+//! (`counts`).
 
 use std::num::NonZeroU32;
 
 use super::leaf::{quoted, valid_name, Per, NAME_RULE};
 use super::raw::RawLimit;
 use super::validate::Validator;
-use crate::limiter::{Algorithm, Limit, Nanos, MAX_DELAY, MAX_SPAN, SECOND};
+use crate::limiter::{Algorithm, Counts, Limit, Nanos, MAX_DELAY, MAX_SPAN, SECOND};
+
+/// The shapes a limit takes, for the problems of one that takes none or several.
+const SHAPES: &str = "a limit is { requests, per } (with algorithm = \"fixed\" or \"sliding\"), \
+    { average, period, burst } or { concurrent, hold }";
 
 impl Validator {
     /// Validates a list of limits; `rule` prefixes default names (`summarize.minute`).
@@ -15,8 +22,8 @@ impl Validator {
         let mut out: Vec<Limit> = Vec::new();
         for (i, l) in raw.iter().enumerate() {
             let lkey = format!("{key}[{i}]");
-            let windowed = l.requests.is_some() || l.per.is_some() || l.algorithm.is_some();
-            if l.average == Some(0) && !windowed {
+            let shape = Shape::of(l);
+            if l.average == Some(0) && !shape.windowed && !shape.concurrent {
                 // Traefik's `average = 0`: no limit. Its other keys are still checked.
                 self.duration(format!("{lkey}.period"), l.period.as_deref().unwrap_or("1s"));
                 if let Some(b) = l.burst {
@@ -25,11 +32,18 @@ impl Validator {
                 if let Some(d) = &l.max_delay {
                     self.max_delay(&lkey, d);
                 }
+                self.counts(&lkey, l);
                 self.unlimited.push(lkey);
                 continue;
             }
-            let Some(limit) = self.limit(&lkey, l, rule) else { continue };
-            if let Some(other) = out.iter().find(|o| o.id == limit.id) {
+            let Some(limit) = self.limit(&lkey, l, shape, rule) else { continue };
+            if let Some(other) = out.iter().find(|o| o.is_concurrent() && limit.is_concurrent()) {
+                let msg = format!(
+                    "is a second concurrency limit in this list, beside {} (a list holds at most one)",
+                    quoted(&other.name)
+                );
+                self.problem(&lkey, msg);
+            } else if let Some(other) = out.iter().find(|o| o.id == limit.id) {
                 let msg =
                     format!("has the same window as limit {} in this list (merge them)", quoted(&other.name));
                 self.problem(&lkey, msg);
@@ -37,6 +51,9 @@ impl Validator {
                 let msg = format!("{} is used by another limit in this list", quoted(&limit.name));
                 self.problem(format!("{lkey}.name"), msg);
             } else {
+                if limit.is_concurrent() {
+                    self.concurrent.push(lkey);
+                }
                 out.push(limit);
             }
         }
@@ -46,23 +63,30 @@ impl Validator {
         out
     }
 
-    fn limit(&mut self, key: &str, raw: &RawLimit, rule: Option<&str>) -> Option<Limit> {
-        const SHAPES: &str =
-            "a limit is { requests, per } (with algorithm = \"fixed\" or \"sliding\") or { average, period, burst }";
-        let windowed = raw.requests.is_some() || raw.per.is_some() || raw.algorithm.is_some();
-        let bucket =
-            raw.average.is_some() || raw.period.is_some() || raw.burst.is_some() || raw.max_delay.is_some();
-        let algorithm = match (windowed, bucket) {
-            (true, true) => {
-                self.problem(key, format!("mixes window keys and bucket keys ({SHAPES})"));
-                return None;
-            }
-            (false, false) => {
+    fn limit(&mut self, key: &str, raw: &RawLimit, shape: Shape, rule: Option<&str>) -> Option<Limit> {
+        let kinds: Vec<&str> =
+            [(shape.windowed, "window"), (shape.bucket, "bucket"), (shape.concurrent, "concurrency")]
+                .into_iter()
+                .filter_map(|(present, kind)| present.then_some(kind))
+                .collect();
+        // Checked first, so that a bad `counts` is reported beside the other keys' problems.
+        let counts = if shape.concurrent { Some(Counts::Cost) } else { self.counts(key, raw) };
+        let algorithm = match kinds.as_slice() {
+            [] => {
                 self.problem(key, format!("is empty ({SHAPES})"));
                 return None;
             }
-            (true, false) => self.windowed(key, raw)?,
-            (false, true) => self.bucket(key, raw)?,
+            ["window"] => self.windowed(key, raw)?,
+            ["bucket"] => self.bucket(key, raw)?,
+            ["concurrency"] => self.concurrency(key, raw)?,
+            [a, b] => {
+                self.problem(key, format!("mixes {a} keys and {b} keys ({SHAPES})"));
+                return None;
+            }
+            _ => {
+                self.problem(key, format!("mixes window, bucket and concurrency keys ({SHAPES})"));
+                return None;
+            }
         };
         let default_name = match algorithm {
             Algorithm::Fixed { window, .. } | Algorithm::Sliding { window, .. } => window.name(),
@@ -83,7 +107,7 @@ impl Validator {
                 None => default_name,
             },
         };
-        let limit = Limit::new(name, algorithm);
+        let limit = Limit::new(name, algorithm).counting(counts?);
         // The Redis script counts in doubles, exact below 2^53 ns: MAX_SPAN keeps every wait
         // and every difference of instants below that (see limiter).
         if limit.span() > u128::from(MAX_SPAN) {
@@ -151,6 +175,57 @@ impl Validator {
         })
     }
 
+    /// `{ concurrent, hold }`: `hold` defaults to `answers.ticket_hold`.
+    fn concurrency(&mut self, key: &str, raw: &RawLimit) -> Option<Algorithm> {
+        let max = match raw.concurrent {
+            Some(c) => self.count(format!("{key}.concurrent"), c),
+            None => {
+                self.problem(
+                    format!("{key}.concurrent"),
+                    "missing (how many requests may be in flight at once)",
+                );
+                None
+            }
+        };
+        let hold = match raw.hold.as_deref() {
+            Some(h) => self.hold(&format!("{key}.hold"), h),
+            None => Some(self.default_hold),
+        };
+        if raw.counts.is_some() {
+            self.problem(
+                format!("{key}.counts"),
+                "a concurrency limit holds one slot per request, whatever the request costs (remove counts)",
+            );
+            return None;
+        }
+        Some(Algorithm::Concurrent { max: max?, hold: hold? })
+    }
+
+    /// A window's or bucket's `counts`: `"cost"` (the default) or `"requests"`.
+    fn counts(&mut self, key: &str, raw: &RawLimit) -> Option<Counts> {
+        let counts = raw.counts.as_deref().unwrap_or("cost");
+        let options = [("cost", Counts::Cost), ("requests", Counts::Requests)];
+        self.choice(format!("{key}.counts"), "value", counts, &options)
+    }
+
+    /// How long a ticket holds its slot (a concurrency limit's `hold`, `answers.ticket_hold`):
+    /// longer than 0s and at most 100 days ([`MAX_SPAN`], as for windows), in nanoseconds.
+    pub(super) fn hold(&mut self, key: &str, value: &str) -> Option<Nanos> {
+        let d = self.duration(key, value)?;
+        if d.is_zero() {
+            self.problem(key, "must be longer than 0s");
+            return None;
+        }
+        match u64::try_from(d.as_nanos()).ok().filter(|ns| *ns <= MAX_SPAN) {
+            Some(ns) => Some(ns),
+            None => {
+                let days = MAX_SPAN / (86_400 * SECOND);
+                self.problem(key, format!("must be at most {days} days (got {})", quoted(value)));
+                None
+            }
+        }
+    }
+
     fn bucket(&mut self, key: &str, raw: &RawLimit) -> Option<Algorithm> {
         let average = match raw.average {
             Some(a) => self.count(format!("{key}.average"), a),
@@ -214,6 +289,27 @@ pub(super) fn traefik_max_delay(average: u32, period: u128) -> Nanos {
         SECOND / 2
     } else {
         u64::try_from(u128::from(SECOND) / (2 * rate)).expect("at most half a second")
+    }
+}
+
+/// Which keys of each shape a raw limit has.
+#[derive(Clone, Copy)]
+struct Shape {
+    windowed: bool,
+    bucket: bool,
+    concurrent: bool,
+}
+
+impl Shape {
+    fn of(raw: &RawLimit) -> Shape {
+        Shape {
+            windowed: raw.requests.is_some() || raw.per.is_some() || raw.algorithm.is_some(),
+            bucket: raw.average.is_some()
+                || raw.period.is_some()
+                || raw.burst.is_some()
+                || raw.max_delay.is_some(),
+            concurrent: raw.concurrent.is_some() || raw.hold.is_some(),
+        }
     }
 }
 

@@ -126,13 +126,18 @@ impl Config {
             Some(_) => format!("{} (TLS, h2)", self.server.listen),
         };
         let admin = self.server.admin_listen.map(|a| format!(", admin {a}")).unwrap_or_default();
+        let tickets = match (self.server.tickets_listen, self.server.tickets_token) {
+            (Some(t), Some(_)) => format!(", tickets {t} (bearer token required)"),
+            (Some(t), None) => format!(", tickets {t}"),
+            (None, _) => String::new(),
+        };
         let unlimited = if self.unlimited.is_empty() {
             String::new()
         } else {
             format!(", no limit (average = 0): {}", self.unlimited.join(", "))
         };
         format!(
-            "{}: {} plans ({}), {} rules ({}), {} tokens, default plan {}, store {}, listen {}{}{}",
+            "{}: {} plans ({}), {} rules ({}), {} tokens, default plan {}, store {}, listen {}{}{}{}",
             self.origin,
             plans.len(),
             plans.join(", "),
@@ -143,6 +148,7 @@ impl Config {
             store,
             listen,
             admin,
+            tickets,
             unlimited,
         )
     }

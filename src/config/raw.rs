@@ -40,6 +40,8 @@ pub(super) struct RawServer {
     pub(super) http2_keep_alive_interval: Option<String>,
     pub(super) http2_keep_alive_timeout: Option<String>,
     pub(super) http2_max_concurrent_streams: Option<i64>,
+    pub(super) tickets_listen: Option<String>,
+    pub(super) tickets_token_file: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -88,6 +90,8 @@ pub(super) struct RawDefaults {
 #[serde(default)]
 pub(super) struct RawAnswers {
     pub(super) ratelimit_on_allowed: Option<bool>,
+    pub(super) tickets: Option<String>,
+    pub(super) ticket_hold: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -108,6 +112,9 @@ pub(super) struct RawLimit {
     pub(super) period: Option<String>,
     pub(super) burst: Option<i64>,
     pub(super) max_delay: Option<String>,
+    pub(super) counts: Option<String>,
+    pub(super) concurrent: Option<i64>,
+    pub(super) hold: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -120,6 +127,7 @@ pub(super) struct RawRule {
     pub(super) methods: Vec<String>,
     pub(super) exempt: bool,
     pub(super) dry_run: bool,
+    pub(super) cost: Option<i64>,
     pub(super) limits: BTreeMap<String, Vec<RawLimit>>,
 }
 

@@ -1,5 +1,6 @@
 //! `[[rules]]`: which requests (host, path, methods) get extra limits per plan, or none
-//! (`exempt`). Each rule counts under its own scope, derived from its name.
+//! (`exempt`), and what they cost (`cost`). Each rule counts under its own scope, derived from
+//! its name.
 
 use globset::Glob;
 
@@ -7,7 +8,11 @@ use super::leaf::{quoted, segment, valid_name, NAME_RULE};
 use super::policy::unknown_plan;
 use super::raw::RawRule;
 use super::validate::Validator;
+use crate::limiter::Limit;
 use crate::policy::{HostMatch, Mode, PathGlob, PathMatch, Plan, PlanId, Rule, RuleId, PLAN_SCOPE};
+
+/// The largest `cost` of a rule: a million requests' worth, far below what any counter holds.
+const MAX_COST: u32 = 1_000_000;
 
 impl Validator {
     pub(super) fn rule(&mut self, i: usize, raw: RawRule, plans: &[Plan], earlier: &[Rule]) -> Option<Rule> {
@@ -83,6 +88,18 @@ impl Validator {
         if !raw.exempt && raw.limits.is_empty() {
             self.problem(&key, "has no limits (add limits.<plan> = [...], or exempt = true)");
         }
+        let cost = match raw.cost {
+            None => 1,
+            Some(_) if raw.exempt => {
+                self.problem(format!("{key}.cost"), "an exempt rule costs nothing (remove cost or exempt)");
+                1
+            }
+            Some(c) if (1..=i64::from(MAX_COST)).contains(&c) => u32::try_from(c).expect("at most MAX_COST"),
+            Some(c) => {
+                self.problem(format!("{key}.cost"), format!("must be between 1 and {MAX_COST} (got {c})"));
+                1
+            }
+        };
         let mut per_plan = vec![None; plans.len()];
         let mut any_plan = Vec::new();
         for (plan, limits) in &raw.limits {
@@ -105,13 +122,50 @@ impl Validator {
             methods,
             exempt: raw.exempt,
             mode: if raw.dry_run { Mode::DryRun } else { Mode::Enforce },
-            // TODO(part 7, config): `cost`.
-            cost: 1,
+            cost,
             per_plan,
             any_plan,
         };
         self.names_unique(&key, &rule, plans, earlier);
+        self.cost_fits(&key, &rule, plans);
         Some(rule)
+    }
+
+    /// A rule's `cost` fits every quota counting cost that its requests always meet: the
+    /// rule's own limits and, for an enforced rule, every plan's own limits (a dry-run rule's
+    /// cost counts only in its own scope; see `Policy::applicable`). A request costing more
+    /// than such a quota could never pass. Quotas of other rules are met only where both rules
+    /// match, which the config cannot tell.
+    fn cost_fits(&mut self, key: &str, rule: &Rule, plans: &[Plan]) {
+        let mut lists: Vec<(String, &[Limit])> = Vec::new();
+        if rule.mode == Mode::Enforce {
+            lists.extend(plans.iter().map(|p| (format!("plan {}", quoted(&p.name)), p.limits.as_slice())));
+        }
+        // An unlimited plan meets no limit at all, and `limits."*"` only meets the plans without
+        // an entry of their own.
+        let limited = plans.iter().zip(&rule.per_plan).filter(|(p, _)| !p.unlimited);
+        let mut any_plan = false;
+        for (plan, limits) in limited {
+            match limits {
+                Some(limits) => lists.push((format!("this rule for plan {}", quoted(&plan.name)), limits)),
+                None => any_plan = true,
+            }
+        }
+        if any_plan {
+            lists.push(("this rule for any plan (\"*\")".to_owned(), &rule.any_plan));
+        }
+        for (whose, limits) in lists {
+            for limit in limits.iter().filter(|l| l.weight(rule.cost) > l.quota()) {
+                let msg = format!(
+                    "a request costing {} can never pass limit {} of {whose}, which counts cost and has a quota of {} \
+                     (lower the cost, raise that quota, or set counts = \"requests\" on it)",
+                    rule.cost,
+                    quoted(&limit.name),
+                    limit.quota()
+                );
+                self.problem(format!("{key}.cost"), msg);
+            }
+        }
     }
 
     /// A rule's limits are named apart from the other limits one request can meet: its plan's

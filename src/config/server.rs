@@ -1,5 +1,6 @@
-//! `[server]` and `[server.tls]`: listeners, reload watching, shutdown, and the check
-//! listener's TLS (PEM files read and matched here, so a bad file is a config problem).
+//! `[server]` and `[server.tls]`: listeners, reload watching, shutdown, the check listener's
+//! TLS (PEM files read and matched here, so a bad file is a config problem), and where
+//! backends close their tickets (`tickets_listen`, with the token of `tickets_token_file`).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -28,10 +29,11 @@ pub struct Server {
     /// Bounds and timeouts of every listener's connections.
     pub connections: Connections,
     /// Where backends close their tickets (`POST /v1/tickets/close`); `None`: not served.
-    /// TODO(part 7, config): parsed from `server.tickets_listen`.
+    /// Binds apart from `listen` and `admin_listen`.
     pub tickets_listen: Option<SocketAddr>,
-    /// The hash of the bearer token `POST /v1/tickets/close` requires, if any (from
-    /// `server.tickets_token_file`). TODO(part 7, config).
+    /// The BLAKE3 hash of the bearer token `POST /v1/tickets/close` requires, if any (read from
+    /// `server.tickets_token_file`, trimmed, at least 16 visible ASCII bytes). The token itself
+    /// is not kept; `blake3::Hash` compares in constant time.
     pub tickets_token: Option<blake3::Hash>,
 }
 
@@ -84,6 +86,15 @@ pub struct TlsFiles {
     pub client_ca: Option<PathBuf>,
 }
 
+/// Whether two listeners cannot both bind: the same port (not 0, which binds any free one) on
+/// the same IP, or beside the unspecified address of its family (`[::]` takes IPv4 too, as
+/// Linux binds it dual-stack by default).
+fn clash(a: SocketAddr, b: SocketAddr) -> bool {
+    let covers =
+        |any: SocketAddr, other: SocketAddr| any.ip().is_unspecified() && (any.is_ipv6() || other.is_ipv4());
+    a.port() == b.port() && a.port() != 0 && (a.ip() == b.ip() || covers(a, b) || covers(b, a))
+}
+
 /// What is wrong with a PEM file, without quoting any of it (a key file's lines are secret).
 fn pem_problem(path: &Path, what: &str, e: rustls::pki_types::pem::Error) -> String {
     use rustls::pki_types::pem::Error;
@@ -113,10 +124,26 @@ impl Validator {
         let shutdown =
             self.duration("server.shutdown_timeout", raw.shutdown_timeout.as_deref().unwrap_or("10s"));
         if let (Some(l), Some(a)) = (listen, admin_listen) {
-            if l == a {
-                self.problem("server.admin_listen", format!("must differ from server.listen (both {l})"));
+            self.apart("server.admin_listen", a, "server.listen", l);
+        }
+        let tickets_listen =
+            raw.tickets_listen.as_deref().and_then(|t| self.addr("server.tickets_listen", t));
+        if let Some(t) = tickets_listen {
+            if let Some(l) = listen {
+                self.apart("server.tickets_listen", t, "server.listen", l);
+            }
+            if let Some(a) = admin_listen {
+                self.apart("server.tickets_listen", t, "server.admin_listen", a);
             }
         }
+        let tickets_token = match raw.tickets_token_file.as_deref() {
+            Some(_) if raw.tickets_listen.is_none() => {
+                self.problem("server.tickets_token_file", "set server.tickets_listen too");
+                None
+            }
+            Some(file) => self.tickets_token(file),
+            None => None,
+        };
         let connections = self.connections(&raw);
         let (tls_files, tls) = match raw.tls {
             Some(raw) => {
@@ -143,11 +170,50 @@ impl Validator {
                 shutdown_timeout: shutdown?,
                 tls: tls_files,
                 connections: connections?,
-                tickets_listen: None,
-                tickets_token: None,
+                tickets_listen,
+                tickets_token,
             })
         })();
         (server, tls)
+    }
+
+    /// Records a problem at `key` if listener `addr` cannot bind beside `other` (at
+    /// `other_key`): see [`clash`].
+    fn apart(&mut self, key: &str, addr: SocketAddr, other_key: &str, other: SocketAddr) {
+        if !clash(addr, other) {
+            return;
+        }
+        let msg = if addr == other {
+            format!("must differ from {other_key} (both {addr})")
+        } else {
+            format!("must differ from {other_key} ({addr} and {other} both take port {})", addr.port())
+        };
+        self.problem(key, msg);
+    }
+
+    /// The hash of the ticket endpoint's bearer token in `file`. Messages give its length only.
+    fn tickets_token(&mut self, file: &str) -> Option<blake3::Hash> {
+        const KEY: &str = "server.tickets_token_file";
+        let path = self.resolve(file);
+        let token = match std::fs::read(&path) {
+            Ok(bytes) => bytes.trim_ascii().to_vec(),
+            Err(e) => {
+                self.problem(KEY, format!("cannot read {}: {e}", path.display()));
+                return None;
+            }
+        };
+        self.files.push(path);
+        if token.len() < 16 {
+            let msg = format!("the token must be at least 16 bytes long (got {} bytes)", token.len());
+            self.problem(KEY, msg);
+            return None;
+        }
+        if !token.iter().all(|b| (0x21..=0x7e).contains(b)) {
+            let msg = "the token must be visible ASCII without spaces (backends send it as Authorization: Bearer <token>)";
+            self.problem(KEY, msg);
+            return None;
+        }
+        Some(blake3::hash(&token))
     }
 
     /// The connection bounds and timeouts of `[server]`; see [`Connections`].

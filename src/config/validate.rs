@@ -10,17 +10,24 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
+use super::answers::Tickets;
 use super::error::Problem;
 use super::leaf::{self, Address, Humane, Invalid, Network};
 use super::policy::Tokens;
 use super::raw::RawConfig;
 use super::Config;
+use crate::limiter::Nanos;
 
 pub(super) struct Validator {
     pub(super) problems: Vec<Problem>,
     pub(super) warnings: Vec<Problem>,
     /// Key paths of buckets with `average = 0`: no limit, as in Traefik.
     pub(super) unlimited: Vec<String>,
+    /// Key paths of the concurrency limits: a config with any issues tickets.
+    pub(super) concurrent: Vec<String>,
+    /// The `hold` of a concurrency limit that sets none: `answers.ticket_hold`, validated
+    /// before the limits are.
+    pub(super) default_hold: Nanos,
     dir: Option<PathBuf>,
     pub(super) files: Vec<PathBuf>,
 }
@@ -31,6 +38,8 @@ impl Validator {
             problems: Vec::new(),
             warnings: Vec::new(),
             unlimited: Vec::new(),
+            concurrent: Vec::new(),
+            default_hold: 0,
             dir: dir.map(Path::to_path_buf),
             files: Vec::new(),
         }
@@ -101,17 +110,24 @@ impl Validator {
     }
 
     /// Validates every section; `None` if any could not be built (the problems say why).
+    /// `[answers]` comes before the plans and rules: its `ticket_hold` is their limits' default
+    /// `hold`.
     pub(super) fn config(&mut self, raw: RawConfig, origin: &str) -> Option<Config> {
         if self.dir.is_some() {
             self.files.push(PathBuf::from(origin));
         }
+        let tickets_listen = raw.server.tickets_listen.is_some();
         let (server, tls) = self.server(raw.server);
         let (identity, extras) = self.identity(raw.identity);
         let store = self.store(raw.store);
         let file = raw.tokens_file.as_deref().map(|f| self.tokens_file(f)).unwrap_or_default();
         let tokens = Tokens { inline: raw.tokens, file };
-        let policy = self.policy(raw.plans, tokens, raw.rules, raw.defaults, extras, identity.as_ref());
         let answers = self.answers(raw.answers);
+        self.default_hold = u64::try_from(answers.ticket_hold.as_nanos()).expect("at most MAX_SPAN");
+        let policy = self.policy(raw.plans, tokens, raw.rules, raw.defaults, extras, identity.as_ref());
+        if !tickets_listen {
+            self.tickets_unreturnable(answers.tickets);
+        }
         Some(Config {
             origin: origin.to_owned(),
             files: std::mem::take(&mut self.files),
@@ -124,5 +140,26 @@ impl Validator {
             warnings: Vec::new(),
             unlimited: std::mem::take(&mut self.unlimited),
         })
+    }
+
+    /// A config that issues tickets (a concurrency limit anywhere, or `answers.tickets =
+    /// "always"`) needs `server.tickets_listen`: `POST /v1/tickets/close` is served only there,
+    /// so without it backends could never close a ticket, and every slot would stay taken for
+    /// its whole `hold`.
+    fn tickets_unreturnable(&mut self, tickets: Tickets) {
+        const WHERE: &str =
+            "(POST /v1/tickets/close), which is served only on server.tickets_listen (e.g. \"0.0.0.0:8082\")";
+        let msg = match (self.concurrent.first(), tickets) {
+            (Some(limit), _) => format!(
+                "missing: {limit} is a concurrency limit, and backends free its slots by closing tickets \
+                 {WHERE}; without it every slot stays taken for its whole hold"
+            ),
+            (None, Tickets::Always) => format!(
+                "missing: answers.tickets = \"always\" gives admitted requests tickets to close {WHERE}; \
+                 without it backends could never close them"
+            ),
+            (None, Tickets::Concurrent) => return,
+        };
+        self.problem("server.tickets_listen", msg);
     }
 }
