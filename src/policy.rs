@@ -8,6 +8,11 @@
 //! Each scope carries its [`Mode`]: the store checks the enforced scopes together, all or
 //! nothing, and each dry-run scope on its own, so a dry-run rule can never change what the
 //! enforced ones decide.
+//!
+//! Each scope also carries the request's cost ([`Scope::cost`]): the largest `cost` of the
+//! matching enforced rules (1 if none), which every limit counting cost takes from its quota. A
+//! dry-run rule's own scope counts the larger of that and its own cost; a dry-run rule never
+//! changes what the enforced scopes count.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -20,7 +25,7 @@ use rustc_hash::FxBuildHasher;
 use smallvec::SmallVec;
 
 use crate::identity::{Caller, Key};
-use crate::limiter::Limit;
+use crate::limiter::{Algorithm, Limit, Nanos};
 use crate::request::{normalize_host, Forwarded};
 
 /// The scope of a plan's own limits.
@@ -297,6 +302,27 @@ impl<'p> Scope<'p> {
         self.cost = cost.max(1);
         self
     }
+
+    /// How long a request's slot in this scope's concurrency limit is held, in nanoseconds:
+    /// `None` if the scope has no concurrency limit (config allows at most one per scope).
+    pub fn hold(&self) -> Option<Nanos> {
+        self.limits.iter().find_map(|l| match l.algorithm {
+            Algorithm::Concurrent { hold, .. } => Some(hold),
+            _ => None,
+        })
+    }
+
+    /// Whether a request admitted in this scope holds a slot of a concurrency limit.
+    pub fn holds_slot(&self) -> bool {
+        self.hold().is_some()
+    }
+}
+
+/// The longest hold among the concurrency limits of `scopes`, dry-run ones included (their
+/// slots are held too): how long a request's ticket holds its slots. `None` if no scope holds
+/// a slot, so that the request gets a ticket only with `answers.tickets = "always"`.
+pub fn slot_hold(scopes: &[Scope<'_>]) -> Option<Nanos> {
+    scopes.iter().filter_map(Scope::hold).max()
 }
 
 impl Policy {
@@ -341,30 +367,251 @@ impl Policy {
         }
     }
 
-    /// The limits that apply to `req` for a caller on `plan`.
+    /// The limits that apply to `req` for a caller on `plan`, each scope with the request's
+    /// cost there (see the module's documentation). Costs follow each rule's own mode, so that
+    /// `defaults.dry_run` tries out what enforcing would count.
     pub fn applicable<'p>(&'p self, plan: PlanId, req: &Forwarded<'_>) -> Applicable<'p> {
         let p = self.plan(plan);
         if p.unlimited {
             return Applicable::Unlimited;
         }
         let mut scopes = Scopes::new();
-        if !p.limits.is_empty() {
-            scopes.push(Scope { id: PLAN_SCOPE, mode: self.mode, rule: None, limits: &p.limits, cost: 1 });
-        }
+        scopes.extend(self.plan_scope(p));
+        // A matching rule costs what it says even where it adds no limit for this plan: its
+        // cost is the endpoint's, and the plan's quotas count it.
+        let mut cost = 1;
         for rule in self.rules.iter().filter(|r| r.matches(req)) {
             if rule.exempt {
                 return Applicable::Exempt(rule);
             }
-            let limits = rule.limits_for(plan);
-            if !limits.is_empty() {
-                let mode = if self.mode == Mode::DryRun { Mode::DryRun } else { rule.mode };
-                scopes.push(Scope { id: rule.scope, mode, rule: Some(rule), limits, cost: 1 });
+            if rule.mode == Mode::Enforce {
+                cost = cost.max(rule.cost);
             }
+            scopes.extend(self.rule_scope(rule, plan));
         }
         if scopes.is_empty() {
             return Applicable::Unlimited;
         }
+        for scope in &mut scopes {
+            scope.cost = match scope.rule {
+                Some(rule) if rule.mode == Mode::DryRun => cost.max(rule.cost),
+                _ => cost,
+            };
+        }
         scopes.sort_by_key(|s| s.id);
         Applicable::Limited(scopes)
+    }
+
+    /// The scopes of a request admitted earlier, rebuilt from what its ticket names: the plan's
+    /// own scope and the rules' scopes among `scope_ids`, under the current config, with their
+    /// current modes, sorted by scope id. Ids no longer configured (a rule renamed or removed,
+    /// or that adds no limit for this plan now) are skipped, and so is an id listed twice. Each
+    /// scope costs 1: a cost reported at close is the caller's to pass to the store.
+    pub fn scopes_of(&self, plan: PlanId, scope_ids: &[u32]) -> Scopes<'_> {
+        let mut scopes = Scopes::new();
+        let Some(p) = self.plans.get(usize::from(plan.0)) else { return scopes };
+        for &id in scope_ids {
+            if scopes.iter().any(|s: &Scope<'_>| s.id == id) {
+                continue;
+            }
+            let scope = if id == PLAN_SCOPE {
+                self.plan_scope(p)
+            } else {
+                self.rules.iter().find(|r| r.scope == id).and_then(|r| self.rule_scope(r, plan))
+            };
+            scopes.extend(scope);
+        }
+        scopes.sort_by_key(|s| s.id);
+        scopes
+    }
+
+    /// The plan's own scope, at cost 1; `None` if the plan has no limits of its own.
+    fn plan_scope<'p>(&self, p: &'p Plan) -> Option<Scope<'p>> {
+        let scope = Scope { id: PLAN_SCOPE, mode: self.mode, rule: None, limits: &p.limits, cost: 1 };
+        (!p.limits.is_empty()).then_some(scope)
+    }
+
+    /// `rule`'s scope for a caller on `plan`, at cost 1 (dry-run if `defaults.dry_run` is);
+    /// `None` if the rule adds no limit for that plan.
+    fn rule_scope<'p>(&self, rule: &'p Rule, plan: PlanId) -> Option<Scope<'p>> {
+        let limits = rule.limits_for(plan);
+        let mode = if self.mode == Mode::DryRun { Mode::DryRun } else { rule.mode };
+        (!limits.is_empty()).then_some(Scope { id: rule.scope, mode, rule: Some(rule), limits, cost: 1 })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::limiter::SECOND;
+
+    const CONFIG: &str = r#"
+[server]
+tickets_listen = "127.0.0.1:8082"
+[plans.free]
+limits = [{ requests = 100, per = "minute" }, { requests = 50, per = "hour", counts = "requests" }]
+[plans.pro]
+limits = [{ concurrent = 4, hold = "2m" }]
+[[rules]]
+name = "summarize"
+path_prefix = "/api/summarize"
+cost = 5
+limits.free = [{ requests = 10, per = "minute" }]
+limits.pro = [{ concurrent = 1, hold = "30s" }]
+[[rules]]
+name = "long"
+path_prefix = "/api/summarize/long"
+cost = 8
+limits.free = [{ requests = 10, per = "minute" }]
+[[rules]]
+name = "export"
+path_prefix = "/api/export"
+cost = 3
+limits.pro = [{ requests = 10, per = "minute" }]
+[[rules]]
+name = "trial"
+path_prefix = "/api"
+dry_run = true
+cost = 20
+limits.free = [{ requests = 40, per = "minute" }]
+[[rules]]
+name = "cheap-trial"
+path_prefix = "/api/summarize"
+dry_run = true
+cost = 2
+limits.free = [{ requests = 40, per = "minute" }]
+"#;
+
+    fn policy(extra: &str) -> Policy {
+        let text = format!("{extra}{CONFIG}");
+        Config::parse(&text, "t.toml", None).unwrap_or_else(|e| panic!("{e}")).policy
+    }
+
+    /// Each scope of `scopes` as (plan or rule name, mode, cost), in scope order.
+    fn costs<'p>(scopes: &[Scope<'p>]) -> Vec<(&'p str, Mode, u32)> {
+        scopes.iter().map(|s| (s.rule.map_or("plan", |r| &*r.name), s.mode, s.cost)).collect()
+    }
+
+    /// The scopes of a POST to `path` by a caller on `plan`, by name and sorted by name.
+    fn applicable<'p>(policy: &'p Policy, plan: &str, path: &str) -> Vec<(&'p str, Mode, u32)> {
+        let headers = HeaderMap::new();
+        let req = Forwarded::from_headers(&headers, "POST", path).expect("a plain request");
+        let plan = policy.plan_named(plan).expect("a configured plan");
+        let Applicable::Limited(scopes) = policy.applicable(plan, &req) else { panic!("limited") };
+        let mut named = costs(&scopes);
+        named.sort_by_key(|(name, ..)| *name);
+        named
+    }
+
+    fn scope_of(policy: &Policy, rule: &str) -> u32 {
+        policy.rules.iter().find(|r| &*r.name == rule).expect("a configured rule").scope
+    }
+
+    #[test]
+    fn a_request_costs_the_largest_cost_of_its_enforced_rules_in_every_scope() {
+        use Mode::{DryRun, Enforce};
+        let p = policy("");
+        assert_eq!(
+            applicable(&p, "free", "/api/summarize/long"),
+            [
+                ("cheap-trial", DryRun, 8),
+                ("long", Enforce, 8),
+                ("plan", Enforce, 8),
+                ("summarize", Enforce, 8),
+                ("trial", DryRun, 20),
+            ],
+            "a dry-run rule's own scope counts the larger of its cost and the enforced one"
+        );
+        assert_eq!(
+            applicable(&p, "free", "/api/summarize"),
+            [
+                ("cheap-trial", DryRun, 5),
+                ("plan", Enforce, 5),
+                ("summarize", Enforce, 5),
+                ("trial", DryRun, 20)
+            ]
+        );
+        assert_eq!(
+            applicable(&p, "free", "/api/other"),
+            [("plan", Enforce, 1), ("trial", DryRun, 20)],
+            "a dry-run rule's cost never changes what the enforced scopes count"
+        );
+        assert_eq!(applicable(&p, "free", "/elsewhere"), [("plan", Enforce, 1)]);
+        // A rule costs what it says where it adds no limit for the plan: the plan counts it.
+        assert_eq!(applicable(&p, "free", "/api/export"), [("plan", Enforce, 3), ("trial", DryRun, 20)]);
+    }
+
+    #[test]
+    fn under_defaults_dry_run_costs_are_what_enforcing_would_count() {
+        use Mode::DryRun;
+        let p = policy("[defaults]\ndry_run = true\n");
+        assert_eq!(
+            applicable(&p, "free", "/api/summarize"),
+            [
+                ("cheap-trial", DryRun, 5),
+                ("plan", DryRun, 5),
+                ("summarize", DryRun, 5),
+                ("trial", DryRun, 20)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_ticket_s_scopes_are_rebuilt_from_the_current_config_by_id() {
+        use Mode::{DryRun, Enforce};
+        let p = policy("");
+        let free = p.plan_named("free").unwrap();
+        let (summarize, trial, long) =
+            (scope_of(&p, "summarize"), scope_of(&p, "trial"), scope_of(&p, "long"));
+        let gone = 0x5eed_0001;
+        assert!(p.rules.iter().all(|r| r.scope != gone));
+        let scopes = p.scopes_of(free, &[trial, summarize, gone, PLAN_SCOPE, summarize]);
+        let mut want =
+            vec![(PLAN_SCOPE, "plan", Enforce), (summarize, "summarize", Enforce), (trial, "trial", DryRun)];
+        want.sort_by_key(|(id, ..)| *id);
+        let got: Vec<_> =
+            scopes.iter().map(|s| (s.id, s.rule.map_or("plan", |r| &*r.name), s.mode)).collect();
+        assert_eq!(got, want, "sorted by id, unknown and repeated ids skipped");
+        assert!(scopes.iter().all(|s| s.cost == 1));
+        for s in &scopes {
+            let expected = match s.rule {
+                None => &p.plan(free).limits[..],
+                Some(r) => r.limits_for(free),
+            };
+            assert_eq!(s.limits, expected);
+        }
+
+        // A rule that adds no limit for the plan now has nothing to release or charge there.
+        let pro = p.plan_named("pro").unwrap();
+        let names: Vec<_> =
+            costs(&p.scopes_of(pro, &[PLAN_SCOPE, long, summarize])).iter().map(|c| c.0).collect();
+        assert_eq!(names, ["plan", "summarize"], "the plan's scope, 0, comes first");
+        assert!(p.scopes_of(pro, &[long, gone]).is_empty());
+        assert!(p.scopes_of(PlanId(999), &[PLAN_SCOPE]).is_empty(), "a plan id out of range is no plan");
+
+        // The modes are the current config's.
+        let dry = policy("[defaults]\ndry_run = true\n");
+        assert!(dry.scopes_of(free, &[PLAN_SCOPE, summarize]).iter().all(|s| s.mode == DryRun));
+    }
+
+    #[test]
+    fn a_request_holds_a_slot_for_the_longest_hold_of_its_concurrency_limits() {
+        let p = policy("");
+        let pro = p.plan_named("pro").unwrap();
+        let free = p.plan_named("free").unwrap();
+        let summarize = scope_of(&p, "summarize");
+        let scopes = p.scopes_of(pro, &[PLAN_SCOPE, summarize]);
+        let holds: Vec<_> = scopes.iter().map(|s| (s.id, s.hold())).collect();
+        assert!(holds.contains(&(PLAN_SCOPE, Some(120 * SECOND))), "{holds:?}");
+        assert!(holds.contains(&(summarize, Some(30 * SECOND))), "{holds:?}");
+        assert!(scopes.iter().all(Scope::holds_slot));
+        assert_eq!(slot_hold(&scopes), Some(120 * SECOND));
+        assert_eq!(slot_hold(&p.scopes_of(pro, &[summarize])), Some(30 * SECOND));
+
+        let windows = p.scopes_of(free, &[PLAN_SCOPE, summarize]);
+        assert!(!windows.iter().any(Scope::holds_slot));
+        assert_eq!(slot_hold(&windows), None);
+        assert_eq!(slot_hold(&[]), None);
     }
 }
