@@ -468,7 +468,6 @@ limits.free = [{ requests = 10, per = "minute" }]
 name = "export"
 path_prefix = "/api/export"
 cost = 3
-limits.pro = [{ requests = 10, per = "minute" }]
 [[rules]]
 name = "trial"
 path_prefix = "/api"
@@ -538,7 +537,7 @@ limits.free = [{ requests = 40, per = "minute" }]
             "a dry-run rule's cost never changes what the enforced scopes count"
         );
         assert_eq!(applicable(&p, "free", "/elsewhere"), [("plan", Enforce, 1)]);
-        // A rule costs what it says where it adds no limit for the plan: the plan counts it.
+        // A rule costs what it says where it adds no limit: the plan counts it.
         assert_eq!(applicable(&p, "free", "/api/export"), [("plan", Enforce, 3), ("trial", DryRun, 20)]);
     }
 

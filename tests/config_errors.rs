@@ -673,6 +673,11 @@ fn bad_concurrency_cost_and_ticket_values_get_exact_messages() {
         (rule("cost = 2\nexempt = true"), vec![
             "rules[0].cost: an exempt rule costs nothing (remove cost or exempt)",
         ]),
+        (rule(""), vec![
+            "rules[0]: has no limits and no cost (add limits.<plan> = [...] or cost, or set exempt = true)",
+        ]),
+        // A cost alone prices an endpoint in the plans' limits.
+        (rule("cost = 2"), vec![]),
         (format!("{listen}{BASE}[answers]\ntickets = \"sometimes\"\nticket_hold = \"0s\""), vec![
             r#"answers.tickets: unknown value "sometimes" (expected "concurrent" or "always")"#,
             "answers.ticket_hold: must be longer than 0s",

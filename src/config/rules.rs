@@ -85,8 +85,12 @@ impl Validator {
         if raw.exempt && !raw.limits.is_empty() {
             self.problem(format!("{key}.limits"), "an exempt rule has no limits (remove limits or exempt)");
         }
-        if !raw.exempt && raw.limits.is_empty() {
-            self.problem(&key, "has no limits (add limits.<plan> = [...], or exempt = true)");
+        // A rule with a cost and no limits of its own prices an endpoint in the plans' limits.
+        if !raw.exempt && raw.limits.is_empty() && raw.cost.is_none() {
+            self.problem(
+                &key,
+                "has no limits and no cost (add limits.<plan> = [...] or cost, or set exempt = true)",
+            );
         }
         let cost = match raw.cost {
             None => 1,
