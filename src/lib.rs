@@ -11,12 +11,16 @@
 //! - [`store`]: the counters and the atomic check-and-count (memory: sharded maps, one lock per check).
 //! - [`server`]: axum routes, the forwardAuth handler, responses, reload and shutdown.
 //! - [`telemetry`]: logging and Prometheus metrics.
+//! - [`overrides`]: per-token plans and limits set at runtime, kept beside the config.
+//! - [`admin`]: the admin API on `server.admin_listen` (overrides, usage, reset, explain).
 //! - [`clock`]: the time source, injectable for tests.
 
+pub mod admin;
 pub mod clock;
 pub mod config;
 pub mod identity;
 pub mod limiter;
+pub mod overrides;
 pub mod policy;
 pub mod request;
 pub mod server;

@@ -371,12 +371,25 @@ impl Policy {
     /// cost there (see the module's documentation). Costs follow each rule's own mode, so that
     /// `defaults.dry_run` tries out what enforcing would count.
     pub fn applicable<'p>(&'p self, plan: PlanId, req: &Forwarded<'_>) -> Applicable<'p> {
+        self.applicable_with(plan, None, req)
+    }
+
+    /// [`Policy::applicable`], with `own` (an override's limits) in place of the plan's own
+    /// limits when given: the plan is then limited by them, whatever it says, and its rules
+    /// apply as for any limited plan.
+    pub fn applicable_with<'p>(
+        &'p self,
+        plan: PlanId,
+        own: Option<&'p [Limit]>,
+        req: &Forwarded<'_>,
+    ) -> Applicable<'p> {
         let p = self.plan(plan);
-        if p.unlimited {
+        if p.unlimited && own.is_none() {
             return Applicable::Unlimited;
         }
+        let own = own.unwrap_or(&p.limits);
         let mut scopes = Scopes::new();
-        scopes.extend(self.plan_scope(p));
+        scopes.extend(self.plan_scope(own));
         // A matching rule costs what it says even where it adds no limit for this plan: its
         // cost is the endpoint's, and the plan's quotas count it.
         let mut cost = 1;
@@ -415,7 +428,7 @@ impl Policy {
                 continue;
             }
             let scope = if id == PLAN_SCOPE {
-                self.plan_scope(p)
+                self.plan_scope(&p.limits)
             } else {
                 self.rules.iter().find(|r| r.scope == id).and_then(|r| self.rule_scope(r, plan))
             };
@@ -425,10 +438,11 @@ impl Policy {
         scopes
     }
 
-    /// The plan's own scope, at cost 1; `None` if the plan has no limits of its own.
-    fn plan_scope<'p>(&self, p: &'p Plan) -> Option<Scope<'p>> {
-        let scope = Scope { id: PLAN_SCOPE, mode: self.mode, rule: None, limits: &p.limits, cost: 1 };
-        (!p.limits.is_empty()).then_some(scope)
+    /// The plan's own scope of `limits` (the plan's, or an override's), at cost 1; `None` if
+    /// there are none.
+    fn plan_scope<'p>(&self, limits: &'p [Limit]) -> Option<Scope<'p>> {
+        let scope = Scope { id: PLAN_SCOPE, mode: self.mode, rule: None, limits, cost: 1 };
+        (!limits.is_empty()).then_some(scope)
     }
 
     /// `rule`'s scope for a caller on `plan`, at cost 1 (dry-run if `defaults.dry_run` is);

@@ -224,6 +224,12 @@ struct ClosedLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AdminLabels {
+    endpoint: String,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ListenerLabels {
     listener: &'static str,
 }
@@ -241,6 +247,7 @@ pub struct Metrics {
     connections: Family<ConnectionLabels, Counter>,
     connections_closed: Family<ClosedLabels, Counter>,
     connections_open: Family<ListenerLabels, Gauge>,
+    admin_requests: Family<AdminLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -295,6 +302,12 @@ impl Metrics {
             "Connections open now, by listener (check, admin); bounded by server.max_connections",
             connections_open.clone(),
         );
+        let admin_requests = Family::<AdminLabels, Counter>::default();
+        registry.register(
+            "admin_requests",
+            "Calls of the admin API, by endpoint (method and route) and status",
+            admin_requests.clone(),
+        );
         Metrics {
             registry,
             decisions,
@@ -306,6 +319,7 @@ impl Metrics {
             connections,
             connections_closed,
             connections_open,
+            admin_requests,
         }
     }
 
@@ -344,6 +358,12 @@ impl Metrics {
     /// keeps and lowers it when the connection ends.
     pub fn connections_open(&self, listener: &'static str) -> Gauge {
         self.connections_open.get_or_create(&ListenerLabels { listener }).clone()
+    }
+
+    /// Counts one call of the admin API: `endpoint` is its method and route
+    /// (`"PUT /v1/overrides"`, one of a fixed set), `status` what it answered.
+    pub fn admin_request(&self, endpoint: String, status: u16) {
+        self.admin_requests.get_or_create(&AdminLabels { endpoint, status }).inc();
     }
 
     pub fn reload(&self, ok: bool) {

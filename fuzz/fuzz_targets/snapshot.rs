@@ -31,7 +31,8 @@ fuzz_target!(|data: &[u8]| {
     };
     let memory = Memory::new(CAPACITY);
     match snapshot::restore(&memory, &bytes, Path::new("fuzz.snap"), key_id, NOW) {
-        Ok(restored) => {
+        Ok(loaded) => {
+            let restored = loaded.entries;
             let most = (bytes.len() - HEADER) / ENTRY;
             assert!(
                 restored as u64 <= CAPACITY && restored <= most,

@@ -16,11 +16,13 @@
 //! - one file per section, holding its validated types and its checks: `server.rs`
 //!   (`[server]`, `[server.tls]`), `identity.rs` (`[identity]`), `policy.rs` (`[plans]`,
 //!   `[tokens]`, `tokens_file`, `[defaults]`), `rules.rs` (`[[rules]]`), `limits.rs` (a list of
-//!   limits, in plans and rules), `store.rs` (`[store]`), `answers.rs` (`[answers]`).
+//!   limits, in plans and rules), `store.rs` (`[store]`), `answers.rs` (`[answers]`),
+//!   `admin.rs` (`[admin]`, and the checks the admin API borrows).
 //!
 //! A new key: its raw field in `raw.rs`, its check in its section's file, its validated field in
 //! that section's type.
 
+mod admin;
 mod answers;
 mod error;
 mod identity;
@@ -37,6 +39,8 @@ mod validate;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+pub use admin::Admin;
+pub(crate) use admin::{override_limits, unknown_plan, unpresentable};
 pub use answers::{Answers, Tickets};
 pub use error::{ConfigError, Problem};
 pub use raw::RawConfig;
@@ -61,6 +65,8 @@ pub struct Config {
     pub policy: Policy,
     pub store: StoreConfig,
     pub answers: Answers,
+    /// `[admin]`: the admin API, served on `server.admin_listen`; `None`: not served.
+    pub admin: Option<Admin>,
     /// The check listener's TLS settings, built from the files in `server.tls` when the config
     /// was read: certificates and key parsed and matched, ALPN `h2` then `http/1.1`.
     pub tls: Option<Arc<rustls::ServerConfig>>,

@@ -28,6 +28,17 @@ pub(super) fn unknown_plan(name: &str, plans: &[Plan], or: &str) -> String {
     format!("unknown plan {} (known: {known}{or})", quoted(name))
 }
 
+/// Why no request could ever present `token` (empty, too long, not visible ASCII), if so.
+pub(super) fn unpresentable(identity: &Identity, token: &str) -> Option<String> {
+    let presentable = !token.is_empty()
+        && token.len() <= identity.max_token_length
+        && token.bytes().all(|b| (0x21..=0x7e).contains(&b));
+    let max = identity.max_token_length;
+    (!presentable).then(|| {
+        format!("a token must be 1 to {max} visible ASCII characters (this one could never be presented)")
+    })
+}
+
 /// A plan as written for a token: its name, or what stands there instead.
 fn plan_text(plan: &Value) -> String {
     match plan {
@@ -170,14 +181,7 @@ impl Validator {
                     }
                     continue;
                 }
-                let presentable = !token.is_empty()
-                    && token.len() <= identity.max_token_length
-                    && token.bytes().all(|b| (0x21..=0x7e).contains(&b));
-                if !presentable {
-                    let msg = format!(
-                        "a token must be 1 to {} visible ASCII characters (this one could never be presented)",
-                        identity.max_token_length
-                    );
+                if let Some(msg) = unpresentable(identity, token) {
                     self.problem(&key, msg);
                 }
                 let Value::String(plan) = plan else {

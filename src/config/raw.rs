@@ -22,6 +22,7 @@ pub struct RawConfig {
     pub(super) rules: Vec<RawRule>,
     pub(super) store: RawStore,
     pub(super) answers: RawAnswers,
+    pub(super) admin: Option<super::admin::RawAdmin>,
 }
 
 #[derive(Debug, Default, Deserialize)]

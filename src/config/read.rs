@@ -68,7 +68,7 @@ pub(super) fn read(text: &str, origin: &str) -> Result<Read, ConfigError> {
 }
 
 /// `plans.free.limits[0].requests`, with table keys quoted where TOML would need it.
-fn key_path(segments: &[Segment]) -> String {
+pub(super) fn key_path(segments: &[Segment]) -> String {
     let mut key = String::new();
     for s in segments {
         match s {
@@ -90,7 +90,7 @@ fn key_path(segments: &[Segment]) -> String {
 
 /// The same form for serde_ignored's paths (which write `?` for an optional table and
 /// `.0` for an array index).
-fn ignored_key(path: &serde_ignored::Path<'_>) -> String {
+pub(super) fn ignored_key(path: &serde_ignored::Path<'_>) -> String {
     use serde_ignored::Path;
     match path {
         Path::Root => String::new(),

@@ -77,6 +77,37 @@ impl Validator {
         }
     }
 
+    /// A secret read from the file `file` (relative to the config's folder), trimmed: at least
+    /// 16 bytes, and sendable as a header value. The file is watched for changes like the
+    /// config. Problems under `key` name the file and the secret's length, never its content;
+    /// `noun` says what it is ("token", "secret").
+    pub(super) fn secret_file(&mut self, key: &str, file: &str, noun: &str) -> Option<Vec<u8>> {
+        let path = self.resolve(file);
+        let secret = match std::fs::read(&path) {
+            Ok(bytes) => bytes.trim_ascii().to_vec(),
+            Err(e) => {
+                self.problem(key, format!("cannot read {}: {e}", path.display()));
+                return None;
+            }
+        };
+        self.files.push(path);
+        if secret.len() < 16 {
+            self.problem(
+                key,
+                format!("the {noun} must be at least 16 bytes long (got {} bytes)", secret.len()),
+            );
+            return None;
+        }
+        if http::HeaderValue::from_bytes(&secret).is_err() {
+            self.problem(
+                key,
+                format!("the {noun} must be a valid header value (visible ASCII, no line breaks)"),
+            );
+            return None;
+        }
+        Some(secret)
+    }
+
     /// A humane duration ("30s"), or records its problem under `key`.
     pub(super) fn duration(&mut self, key: impl Into<String>, value: &str) -> Option<Duration> {
         self.leaf::<Humane>(key, value).map(|d| d.0)
@@ -128,6 +159,7 @@ impl Validator {
         if !tickets_listen {
             self.tickets_unreturnable(answers.tickets);
         }
+        let admin = self.admin(raw.admin, server.as_ref());
         Some(Config {
             origin: origin.to_owned(),
             files: std::mem::take(&mut self.files),
@@ -136,6 +168,7 @@ impl Validator {
             policy: policy?,
             store: store?,
             answers,
+            admin,
             tls,
             warnings: Vec::new(),
             unlimited: std::mem::take(&mut self.unlimited),

@@ -74,7 +74,11 @@ async fn decide(
             return (response::unidentified(&e), 0);
         }
     };
-    let plan_id = match policy.plan_of(&caller, headers) {
+    let now = state.clock.now();
+    // The caller's override, if any, wins over the config's plan and the plan's own limits.
+    let applied = state.overrides.get(caller.key(), now);
+    let overridden = applied.as_deref().and_then(|o| o.plan_in(policy));
+    let plan_id = match overridden.map_or_else(|| policy.plan_of(&caller, headers), Ok) {
         Ok(p) => p,
         Err(e) => {
             tracing::debug!(%caller, error = %e, "token rejected");
@@ -83,7 +87,8 @@ async fn decide(
         }
     };
     let plan = policy.plan(plan_id);
-    let scopes = match policy.applicable(plan_id, req) {
+    let own = applied.as_deref().and_then(|o| o.limits.as_deref());
+    let scopes = match policy.applicable_with(plan_id, own, req) {
         Applicable::Exempt(rule) => {
             metrics.count(Outcome::exempt, Some(plan_id), Some(rule.id));
             return (response::pass(Some(plan), Some(&caller)), 0);
@@ -96,7 +101,6 @@ async fn decide(
     };
 
     let counting = if policy.count_denied { Counting::Everything } else { Counting::AllowedOnly };
-    let now = state.clock.now();
     let decision = match state.store.check(caller.key(), &scopes, now, counting).await {
         Ok(d) => d,
         Err(e) => {

@@ -25,6 +25,7 @@ use tokio::sync::{oneshot, watch};
 
 use crate::clock::Clock;
 use crate::config::{Backend, Config};
+use crate::overrides::{self, Overrides};
 use crate::store::snapshot::SnapshotError;
 use crate::store::{self, Memory, Redis, Store};
 use crate::telemetry::{Decisions, Metrics};
@@ -40,6 +41,8 @@ pub struct Inner {
     pub store: Store,
     pub clock: Clock,
     pub metrics: Metrics,
+    /// Per-token overrides of the admin API; outside the config, so a reload keeps them.
+    pub overrides: Arc<Overrides>,
 }
 
 impl std::ops::Deref for AppState {
@@ -85,11 +88,16 @@ impl AppState {
         };
         let metrics = Metrics::new();
         let decisions = metrics.decisions(&config.policy);
+        let overrides = Arc::new(Overrides::new(match &store {
+            Store::Redis(redis) => Some(redis.clone()),
+            Store::Memory(_) => None,
+        }));
         AppState(Arc::new(Inner {
             config: ArcSwap::from_pointee(Live { config, decisions }),
             store,
             clock,
             metrics,
+            overrides,
         }))
     }
 }
@@ -109,9 +117,10 @@ pub fn router(state: AppState, admin: bool) -> Router {
     base.fallback(check::check).with_state(state)
 }
 
-/// The router for `server.admin_listen`: reserved paths only.
+/// The router for `server.admin_listen`: the reserved paths, and the admin API (which answers
+/// only while the config has `[admin]`).
 pub fn admin_router(state: AppState) -> Router {
-    admin_routes().with_state(state)
+    admin_routes().merge(crate::admin::routes(&state)).with_state(state)
 }
 
 async fn healthz() -> &'static str {
@@ -251,6 +260,7 @@ pub async fn serve(
     conn::check_open_files_limit(&config.server.connections, 1 + usize::from(admin.is_some()));
     let state = AppState::new(config, clock);
     let keeper = snapshots(&state);
+    tokio::spawn(overrides::follow(state.overrides.clone(), state.clock.clone()));
     if let Some(path) = path {
         tokio::spawn(reload::watch(state.clone(), path, listen_override));
     }
@@ -274,7 +284,10 @@ fn snapshots(state: &AppState) -> Option<(oneshot::Sender<()>, tokio::task::Join
     let key_id = config.identity.hasher.key_id();
     // Blocking file I/O on an async worker, but nothing is being served yet.
     match store::snapshot::load(memory, &snapshot.path, key_id, state.clock.now()) {
-        Ok(entries) => tracing::info!(path = %snapshot.path.display(), entries, "snapshot loaded"),
+        Ok(loaded) => {
+            let overrides = state.overrides.restore(loaded.overrides, state.clock.now());
+            tracing::info!(path = %snapshot.path.display(), entries = loaded.entries, overrides, "snapshot loaded")
+        }
         Err(SnapshotError::Missing { .. }) => {
             tracing::info!(path = %snapshot.path.display(), "no snapshot yet; counting from zero")
         }
@@ -287,6 +300,7 @@ fn snapshots(state: &AppState) -> Option<(oneshot::Sender<()>, tokio::task::Join
             Store::Memory(m) => m,
             Store::Redis(_) => unreachable!("config refuses snapshots unless kind = \"memory\""),
         },
+        |s: &AppState, now| s.overrides.records(now),
         |s: &AppState| s.config.load().identity.hasher.key_id(),
         snapshot.clone(),
         state.clock.clone(),

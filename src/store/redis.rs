@@ -37,6 +37,9 @@ use crate::config::{OnError, RedisConfig};
 use crate::identity::Key;
 use crate::limiter::{Algorithm, Nanos, Verdict, SECOND};
 
+#[path = "redis_overrides.rs"]
+mod overrides;
+
 const SCRIPT: &str = include_str!("check.lua");
 
 #[derive(Clone)]

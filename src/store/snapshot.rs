@@ -3,12 +3,12 @@
 //! of counts. What to do with a snapshot that cannot be used (log it, start from zero) is the
 //! server's business; this module only refuses it whole, before restoring anything.
 //!
-//! The format is little-endian binary, version 1:
+//! The format is little-endian binary, version 2 (version 1 is version 2 without overrides):
 //!
 //! ```text
 //! header (68 bytes)
 //!   magic     8   "QGSNAP\r\n"
-//!   version   u32 1
+//!   version   u32 2, or 1 when there are no overrides
 //!   key_id    u64 Hasher::key_id of the identity.hash_key the callers were hashed with
 //!   count     u64 entries in the body
 //!   body_len  u64 bytes in the body
@@ -19,7 +19,14 @@
 //!   expires   u64 nanoseconds since the epoch after which the entry no longer matters
 //!   n         u8  limit states, then n times:
 //!     limit   u32, at u64, count u32, previous u32 (limiter::State)
+//! then (version 2) the overrides of the admin API, to the end of the body: each
+//!   caller    u128
+//!   len       u32
+//!   value     len bytes, a [`Record`]'s value, which this module does not read
 //! ```
+//!
+//! A snapshot without overrides is written as version 1, which a build that knows no overrides
+//! still reads; this build reads both.
 //!
 //! A file is written beside the snapshot and renamed over it after an fsync, so a reader finds
 //! the old snapshot or the new one, never half of one.
@@ -38,10 +45,29 @@ use crate::config;
 use crate::limiter::{Nanos, State};
 
 const MAGIC: [u8; 8] = *b"QGSNAP\r\n";
-const VERSION: u32 = 1;
+/// The version written when there are overrides; without, [`PLAIN`].
+const VERSION: u32 = 2;
+/// Counters only.
+const PLAIN: u32 = 1;
 /// Header bytes covered by the checksum: magic, version, key id, count, body length.
 const FIELDS: usize = 8 + 4 + 8 + 8 + 8;
 const HEADER: usize = FIELDS + 32;
+
+/// One override kept beside the counters: its caller's key and its value, opaque here (what
+/// `crate::overrides` reads back).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    pub caller: u128,
+    pub value: Vec<u8>,
+}
+
+/// What a snapshot restored: how many counter entries, and the overrides it holds (to be
+/// handed back to their owner).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Loaded {
+    pub entries: usize,
+    pub overrides: Vec<Record>,
+}
 
 /// Why a snapshot was not loaded. Nothing was restored.
 #[derive(Debug, thiserror::Error)]
@@ -53,7 +79,7 @@ pub enum SnapshotError {
     Truncated { path: PathBuf, len: u64, expected: u64 },
     #[error("{} is not a quotagate snapshot", path.display())]
     NotASnapshot { path: PathBuf },
-    #[error("snapshot {} has format version {version} (this build reads {VERSION})", path.display())]
+    #[error("snapshot {} has format version {version} (this build reads {PLAIN} and {VERSION})", path.display())]
     Version { path: PathBuf, version: u32 },
     /// Written under another `identity.hash_key`: its callers would never match.
     #[error("snapshot {} was written under another identity.hash_key", path.display())]
@@ -67,12 +93,19 @@ pub enum SnapshotError {
     Io { path: PathBuf, source: io::Error },
 }
 
-/// Writes every live entry of `memory` to `path`, atomically: into a temporary file in the same
-/// directory, fsynced and renamed over `path` (the temporary file is removed on error). `key_id`
-/// is [`Hasher::key_id`](crate::identity::Hasher::key_id) of the key the callers were hashed
-/// with; entries expired at `now` are left out. Returns the number of entries written, never
-/// more than the store can hold. Blocking: file I/O, and a pass over the whole store.
-pub fn write(memory: &Memory, path: &Path, key_id: u64, now: Nanos) -> io::Result<usize> {
+/// Writes every live entry of `memory` and every record of `overrides` to `path`, atomically:
+/// into a temporary file in the same directory, fsynced and renamed over `path` (the temporary
+/// file is removed on error). `key_id` is [`Hasher::key_id`](crate::identity::Hasher::key_id)
+/// of the key the callers were hashed with; entries expired at `now` are left out. Returns the
+/// number of entries written, never more than the store can hold. Blocking: file I/O, and a
+/// pass over the whole store.
+pub fn write(
+    memory: &Memory,
+    overrides: &[Record],
+    path: &Path,
+    key_id: u64,
+    now: Nanos,
+) -> io::Result<usize> {
     let name = path.file_name().ok_or_else(|| {
         io::Error::new(io::ErrorKind::InvalidInput, format!("{} names no file", path.display()))
     })?;
@@ -96,9 +129,20 @@ pub fn write(memory: &Memory, path: &Path, key_id: u64, now: Nanos) -> io::Resul
         count += 1;
         body_len += buf.len() as u64;
     }
+    for record in overrides {
+        buf.clear();
+        let Ok(len) = u32::try_from(record.value.len()) else { continue };
+        buf.extend_from_slice(&record.caller.to_le_bytes());
+        buf.extend_from_slice(&len.to_le_bytes());
+        buf.extend_from_slice(&record.value);
+        hasher.update(&buf);
+        out.write_all(&buf)?;
+        body_len += buf.len() as u64;
+    }
+    let version = if overrides.is_empty() { PLAIN } else { VERSION };
     let mut fields = [0u8; FIELDS];
     fields[..8].copy_from_slice(&MAGIC);
-    fields[8..12].copy_from_slice(&VERSION.to_le_bytes());
+    fields[8..12].copy_from_slice(&version.to_le_bytes());
     fields[12..20].copy_from_slice(&key_id.to_le_bytes());
     fields[20..28].copy_from_slice(&count.to_le_bytes());
     fields[28..36].copy_from_slice(&body_len.to_le_bytes());
@@ -174,13 +218,14 @@ fn encode(saved: &Saved, buf: &mut Vec<u8>) -> bool {
 }
 
 /// Restores into `memory` the entries of the snapshot at `path` that have not expired at `now`,
-/// each with its expiry, and returns how many. `key_id` must be the one
-/// the snapshot was written with (see [`write`]). The whole file is checked before anything is
-/// restored: on error, nothing was. An entry that exists already is kept (its counts are newer),
-/// and no more entries are restored than the store can hold. Blocking: file I/O.
-pub fn load(memory: &Memory, path: &Path, key_id: u64, now: Nanos) -> Result<usize, SnapshotError> {
-    let body = read(path, key_id)?;
-    Ok(put(memory, &body, now))
+/// each with its expiry, and returns how many, with the snapshot's overrides. `key_id` must be
+/// the one the snapshot was written with (see [`write`]). The whole file is checked before
+/// anything is restored: on error, nothing was. An entry that exists already is kept (its
+/// counts are newer), and no more entries are restored than the store can hold. Blocking: file
+/// I/O.
+pub fn load(memory: &Memory, path: &Path, key_id: u64, now: Nanos) -> Result<Loaded, SnapshotError> {
+    let (header, body) = read(path, key_id)?;
+    Ok(put(memory, &header, &body, now))
 }
 
 /// [`load`] from a snapshot's bytes instead of a file: the same checks, the same restore.
@@ -192,31 +237,30 @@ pub fn restore(
     origin: &Path,
     key_id: u64,
     now: Nanos,
-) -> Result<usize, SnapshotError> {
+) -> Result<Loaded, SnapshotError> {
     let len = bytes.len() as u64;
     let header = Header::parse(origin, &bytes[..bytes.len().min(HEADER)], len)?;
     check_body(origin, &header, &bytes[HEADER..], key_id)?;
-    Ok(put(memory, &bytes[HEADER..], now))
+    Ok(put(memory, &header, &bytes[HEADER..], now))
 }
 
 /// Restores the entries of a checked body that have not expired at `now`, at most as many as
-/// the store holds.
-fn put(memory: &Memory, body: &[u8], now: Nanos) -> usize {
+/// the store holds, and reads its overrides.
+fn put(memory: &Memory, header: &Header, body: &[u8], now: Nanos) -> Loaded {
     let capacity = usize::try_from(memory.capacity()).unwrap_or(usize::MAX);
+    let mut entries = Entries(body);
     let mut restored = 0;
-    for saved in Entries(body) {
-        if restored == capacity {
-            break;
-        }
-        if saved.expires > now {
+    for saved in Iterator::take(entries.by_ref(), usize::try_from(header.count).unwrap_or(usize::MAX)) {
+        if restored < capacity && saved.expires > now {
             restored += usize::from(memory.restore(saved));
         }
     }
-    restored
+    Loaded { entries: restored, overrides: Records(entries.0).collect() }
 }
 
-/// Reads and checks the snapshot at `path`; returns its body, whose every entry parses.
-fn read(path: &Path, key_id: u64) -> Result<Vec<u8>, SnapshotError> {
+/// Reads and checks the snapshot at `path`; returns its header and body, whose every entry and
+/// override parses.
+fn read(path: &Path, key_id: u64) -> Result<(Header, Vec<u8>), SnapshotError> {
     let io = |source: io::Error| SnapshotError::Io { path: path.to_owned(), source };
     let mut file = match File::open(path) {
         Ok(f) => f,
@@ -239,13 +283,14 @@ fn read(path: &Path, key_id: u64) -> Result<Vec<u8>, SnapshotError> {
         return Err(SnapshotError::Truncated { path: path.to_owned(), len, expected });
     }
     check_body(path, &header, &body, key_id)?;
-    Ok(body)
+    Ok((header, body))
 }
 
 /// A snapshot's header, checked against the length of the whole snapshot.
 struct Header {
     fields: [u8; FIELDS],
     checksum: [u8; 32],
+    version: u32,
     key_id: u64,
     count: u64,
     body_len: u64,
@@ -267,7 +312,7 @@ impl Header {
         let u32_at = |i: usize| u32::from_le_bytes(fields[i..i + 4].try_into().expect("4 bytes"));
         let u64_at = |i: usize| u64::from_le_bytes(fields[i..i + 8].try_into().expect("8 bytes"));
         let version = u32_at(8);
-        if version != VERSION {
+        if version != VERSION && version != PLAIN {
             return Err(SnapshotError::Version { path: origin.to_owned(), version });
         }
         let (key_id, count, body_len) = (u64_at(12), u64_at(20), u64_at(28));
@@ -281,7 +326,7 @@ impl Header {
                 reason: "bytes after the last entry",
             });
         }
-        Ok(Header { fields: *fields, checksum: *checksum, key_id, count, body_len })
+        Ok(Header { fields: *fields, checksum: *checksum, version, key_id, count, body_len })
     }
 }
 
@@ -299,14 +344,36 @@ fn check_body(origin: &Path, header: &Header, body: &[u8], key_id: u64) -> Resul
     }
     let malformed = |reason| SnapshotError::Malformed { path: origin.to_owned(), reason };
     let mut entries = Entries(body);
-    let parsed = entries.by_ref().count() as u64;
-    if !entries.0.is_empty() {
+    let counted = usize::try_from(header.count).unwrap_or(usize::MAX);
+    let parsed = Iterator::take(entries.by_ref(), counted).count() as u64;
+    if parsed < header.count && !entries.0.is_empty() {
         return Err(malformed("an entry is cut short"));
     }
-    if parsed != header.count {
+    if parsed != header.count || (header.version == PLAIN && !entries.0.is_empty()) {
         return Err(malformed("the entry count does not match the header"));
     }
+    let mut records = Records(entries.0);
+    records.by_ref().for_each(drop);
+    if !records.0.is_empty() {
+        return Err(malformed("an override is cut short"));
+    }
     Ok(())
+}
+
+/// The overrides after a body's entries; stops at the first that does not parse.
+struct Records<'a>(&'a [u8]);
+
+impl Iterator for Records<'_> {
+    type Item = Record;
+
+    fn next(&mut self) -> Option<Record> {
+        let (caller, rest) = self.0.split_first_chunk::<16>()?;
+        let (len, rest) = rest.split_first_chunk::<4>()?;
+        let len = usize::try_from(u32::from_le_bytes(*len)).ok()?;
+        let value = rest.get(..len)?.to_vec();
+        self.0 = &rest[len..];
+        Some(Record { caller: u128::from_le_bytes(*caller), value })
+    }
 }
 
 /// The entries of a body with their expiry; stops at the first that does not parse, leaving
@@ -361,7 +428,8 @@ impl Iterator for Entries<'_> {
 /// checks, so the last write holds every count.
 ///
 /// The store is reached through `owner` (cloned for each write, e.g. the server's `AppState`)
-/// and `memory`, so that each write can run on a blocking thread, which needs owned data.
+/// and `memory`, so that each write can run on a blocking thread, which needs owned data;
+/// `overrides` gives the overrides to keep beside the counters, as of each write.
 /// `key_id` gives [`Hasher::key_id`](crate::identity::Hasher::key_id) of the key callers are
 /// hashed with *now*, and is asked at every write: after a reload that changes
 /// `identity.hash_key`, snapshots are stamped with the new key, which is the one the next start
@@ -371,6 +439,7 @@ impl Iterator for Entries<'_> {
 pub async fn keep<S>(
     owner: S,
     memory: fn(&S) -> &Memory,
+    overrides: fn(&S, Nanos) -> Vec<Record>,
     key_id: fn(&S) -> u64,
     snapshot: config::Snapshot,
     clock: Clock,
@@ -388,15 +457,16 @@ pub async fn keep<S>(
         tokio::select! {
             biased;
             () = &mut stop => break,
-            _ = ticker.tick() => write_logged(&owner, memory, key_id(&owner), &snapshot.path, &clock, false).await,
+            _ = ticker.tick() => write_logged(&owner, memory, overrides, key_id(&owner), &snapshot.path, &clock, false).await,
         }
     }
-    write_logged(&owner, memory, key_id(&owner), &snapshot.path, &clock, true).await;
+    write_logged(&owner, memory, overrides, key_id(&owner), &snapshot.path, &clock, true).await;
 }
 
 async fn write_logged<S>(
     owner: &S,
     memory: fn(&S) -> &Memory,
+    overrides: fn(&S, Nanos) -> Vec<Record>,
     key_id: u64,
     path: &Path,
     clock: &Clock,
@@ -410,7 +480,10 @@ async fn write_logged<S>(
     // `spawn_blocking`, not `block_in_place`: a write walks the whole cache and fsyncs, which
     // must not hold an async worker, and unlike `block_in_place` it also works on a
     // current-thread runtime (tests). Writes never overlap: each is awaited before the next.
-    let written = tokio::task::spawn_blocking(move || write(memory(&owner), &target, key_id, now)).await;
+    let written = tokio::task::spawn_blocking(move || {
+        write(memory(&owner), &overrides(&owner, now), &target, key_id, now)
+    })
+    .await;
     let took = started.elapsed();
     let path = path.display();
     match written {
@@ -473,10 +546,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("counters.snap");
         let before = store(50);
-        assert_eq!(write(&before, &path, KEY_ID, NOW).unwrap(), 50);
+        assert_eq!(write(&before, &[], &path, KEY_ID, NOW).unwrap(), 50);
 
         let after = Memory::new(1000);
-        assert_eq!(load(&after, &path, KEY_ID, NOW + SECOND).unwrap(), 50);
+        assert_eq!(load(&after, &path, KEY_ID, NOW + SECOND).unwrap().entries, 50);
         assert_eq!(sorted(&after), sorted(&before));
         // Caller 1 used all three of its monthly requests before the restart.
         let limits = limits();
@@ -491,7 +564,7 @@ mod tests {
         let path = dir.path().join("counters.snap");
         let before = store(1);
         let expires = before.entries().next().unwrap().expires;
-        write(&before, &path, KEY_ID, NOW).unwrap();
+        write(&before, &[], &path, KEY_ID, NOW).unwrap();
         let after = Memory::new(10);
         load(&after, &path, KEY_ID, NOW + 10 * SECOND).unwrap();
         assert_eq!(after.entries().next().unwrap().expires, expires);
@@ -506,11 +579,11 @@ mod tests {
         let month = [limits().remove(1)];
         assert!(hit(&memory, 1, &minute, NOW));
         assert!(hit(&memory, 2, &month, NOW));
-        assert_eq!(write(&memory, &path, KEY_ID, NOW).unwrap(), 2);
+        assert_eq!(write(&memory, &[], &path, KEY_ID, NOW).unwrap(), 2);
 
         // An hour later the minute window is long over; the month is not.
         let after = Memory::new(100);
-        assert_eq!(load(&after, &path, KEY_ID, NOW + 3600 * SECOND).unwrap(), 1);
+        assert_eq!(load(&after, &path, KEY_ID, NOW + 3600 * SECOND).unwrap().entries, 1);
         assert_eq!(after.entries().map(|s| s.caller).collect::<Vec<_>>(), [[0, 2]]);
     }
 
@@ -518,20 +591,20 @@ mod tests {
     fn no_more_entries_than_the_store_holds_are_restored() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("counters.snap");
-        write(&store(50), &path, KEY_ID, NOW).unwrap();
+        write(&store(50), &[], &path, KEY_ID, NOW).unwrap();
         let small = Memory::new(10);
-        assert_eq!(load(&small, &path, KEY_ID, NOW).unwrap(), 10);
+        assert_eq!(load(&small, &path, KEY_ID, NOW).unwrap().entries, 10);
     }
 
     #[test]
     fn a_restore_keeps_newer_counts() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("counters.snap");
-        write(&store(1), &path, KEY_ID, NOW).unwrap();
+        write(&store(1), &[], &path, KEY_ID, NOW).unwrap();
         let memory = Memory::new(10);
         let limits = limits();
         assert!(hit(&memory, 1, &limits, NOW));
-        assert_eq!(load(&memory, &path, KEY_ID, NOW).unwrap(), 0);
+        assert_eq!(load(&memory, &path, KEY_ID, NOW).unwrap().entries, 0);
         assert!(hit(&memory, 1, &limits, NOW) && hit(&memory, 1, &limits, NOW));
     }
 
@@ -539,9 +612,74 @@ mod tests {
     fn an_empty_store_writes_an_empty_snapshot() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("counters.snap");
-        assert_eq!(write(&Memory::new(10), &path, KEY_ID, NOW).unwrap(), 0);
+        assert_eq!(write(&Memory::new(10), &[], &path, KEY_ID, NOW).unwrap(), 0);
         assert_eq!(fs::metadata(&path).unwrap().len(), HEADER as u64);
-        assert_eq!(load(&Memory::new(10), &path, KEY_ID, NOW).unwrap(), 0);
+        assert_eq!(load(&Memory::new(10), &path, KEY_ID, NOW).unwrap().entries, 0);
+    }
+
+    fn records() -> Vec<Record> {
+        vec![
+            Record { caller: 7 << 64 | 9, value: br#"{"plan":"pro"}"#.to_vec() },
+            Record { caller: 3, value: Vec::new() },
+        ]
+    }
+
+    #[test]
+    fn overrides_are_kept_beside_the_counters() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("counters.snap");
+        assert_eq!(write(&store(3), &records(), &path, KEY_ID, NOW).unwrap(), 3);
+        assert_eq!(fs::read(&path).unwrap()[8..12], VERSION.to_le_bytes());
+        let memory = Memory::new(10);
+        let loaded = load(&memory, &path, KEY_ID, NOW).unwrap();
+        assert_eq!(loaded, Loaded { entries: 3, overrides: records() });
+        assert_eq!(sorted(&memory), sorted(&store(3)));
+
+        // Without overrides the snapshot is a version 1 one, which builds before overrides read.
+        write(&store(3), &[], &path, KEY_ID, NOW).unwrap();
+        assert_eq!(fs::read(&path).unwrap()[8..12], PLAIN.to_le_bytes());
+        assert_eq!(
+            load(&Memory::new(10), &path, KEY_ID, NOW).unwrap(),
+            Loaded { entries: 3, overrides: vec![] }
+        );
+    }
+
+    #[test]
+    fn a_snapshot_with_overrides_cut_or_flipped_anywhere_is_refused_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("counters.snap");
+        write(&store(2), &records(), &path, KEY_ID, NOW).unwrap();
+        let bytes = fs::read(&path).unwrap();
+        for len in 0..bytes.len() {
+            let memory = Memory::new(10);
+            let err = restore(&memory, &bytes[..len], &path, KEY_ID, NOW).unwrap_err();
+            assert!(matches!(err, SnapshotError::Truncated { .. }), "cut at {len}: {err:?}");
+            assert_eq!(memory.live_keys(), 0, "cut at {len}: restored something");
+        }
+        for i in HEADER..bytes.len() {
+            let mut copy = bytes.clone();
+            copy[i] ^= 0x10;
+            let memory = Memory::new(10);
+            let err = restore(&memory, &copy, &path, KEY_ID, NOW).unwrap_err();
+            assert!(matches!(err, SnapshotError::Checksum { .. }), "bit flipped in byte {i}: {err:?}");
+            assert_eq!(memory.live_keys(), 0, "byte {i}: restored something");
+        }
+    }
+
+    #[test]
+    fn a_version_1_snapshot_with_bytes_after_its_entries_is_malformed() {
+        // What a version 2 body would hold after the entries, sealed as version 1.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("counters.snap");
+        write(&store(1), &records(), &path, KEY_ID, NOW).unwrap();
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[8..12].copy_from_slice(&PLAIN.to_le_bytes());
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(&bytes[HEADER..]);
+        hasher.update(&bytes[..FIELDS]);
+        bytes[FIELDS..HEADER].copy_from_slice(hasher.finalize().as_bytes());
+        let err = restore(&Memory::new(10), &bytes, &path, KEY_ID, NOW).unwrap_err();
+        assert!(matches!(err, SnapshotError::Malformed { .. }), "{err:?}");
     }
 
     #[test]
@@ -557,7 +695,7 @@ mod tests {
     fn a_snapshot_cut_at_any_byte_is_refused_whole() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("counters.snap");
-        write(&store(3), &path, KEY_ID, NOW).unwrap();
+        write(&store(3), &[], &path, KEY_ID, NOW).unwrap();
         let bytes = fs::read(&path).unwrap();
         let cut = dir.path().join("cut.snap");
         for len in 0..bytes.len() {
@@ -578,7 +716,7 @@ mod tests {
     fn any_flipped_bit_is_refused_whole() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("counters.snap");
-        write(&store(3), &path, KEY_ID, NOW).unwrap();
+        write(&store(3), &[], &path, KEY_ID, NOW).unwrap();
         let bytes = fs::read(&path).unwrap();
         let flipped = dir.path().join("flipped.snap");
         for i in 0..bytes.len() {
@@ -604,10 +742,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("counters.snap");
         let original = store(3);
-        write(&original, &path, KEY_ID, NOW).unwrap();
+        write(&original, &[], &path, KEY_ID, NOW).unwrap();
         let (from_file, from_bytes) = (Memory::new(10), Memory::new(10));
-        assert_eq!(load(&from_file, &path, KEY_ID, NOW).unwrap(), 3);
-        assert_eq!(restore(&from_bytes, &fs::read(&path).unwrap(), &path, KEY_ID, NOW).unwrap(), 3);
+        assert_eq!(load(&from_file, &path, KEY_ID, NOW).unwrap().entries, 3);
+        assert_eq!(restore(&from_bytes, &fs::read(&path).unwrap(), &path, KEY_ID, NOW).unwrap().entries, 3);
         assert_eq!(sorted(&from_bytes), sorted(&from_file));
         assert_eq!(sorted(&from_bytes), sorted(&original));
     }
@@ -616,7 +754,7 @@ mod tests {
     fn a_snapshot_under_another_hash_key_is_foreign() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("counters.snap");
-        write(&store(3), &path, KEY_ID, NOW).unwrap();
+        write(&store(3), &[], &path, KEY_ID, NOW).unwrap();
         let memory = Memory::new(10);
         let err = load(&memory, &path, KEY_ID + 1, NOW).unwrap_err();
         assert!(matches!(err, SnapshotError::Foreign { .. }), "{err:?}");
@@ -640,11 +778,11 @@ mod tests {
         let path = dir.path().join("counters.snap");
         fs::create_dir(&path).unwrap();
         fs::write(path.join("keep"), b"").unwrap();
-        assert!(write(&store(5), &path, KEY_ID, NOW).is_err());
+        assert!(write(&store(5), &[], &path, KEY_ID, NOW).is_err());
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1, "only the directory is left");
         // A write into a directory that does not exist fails without a trace.
         let nowhere = dir.path().join("missing").join("counters.snap");
-        assert_eq!(write(&store(1), &nowhere, KEY_ID, NOW).unwrap_err().kind(), io::ErrorKind::NotFound);
+        assert_eq!(write(&store(1), &[], &nowhere, KEY_ID, NOW).unwrap_err().kind(), io::ErrorKind::NotFound);
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 
@@ -659,10 +797,10 @@ mod tests {
         let target = dir.path().join("target");
         #[cfg(unix)]
         std::os::unix::fs::symlink(&target, dir.path().join(".counters.snap.tmp.1")).unwrap();
-        assert_eq!(write(&store(3), &path, KEY_ID, NOW).unwrap(), 3);
+        assert_eq!(write(&store(3), &[], &path, KEY_ID, NOW).unwrap(), 3);
         assert_eq!(fs::read(&theirs).unwrap(), b"another writer's half-written snapshot");
         assert!(!target.exists(), "written through a symlink");
-        assert_eq!(load(&Memory::new(10), &path, KEY_ID, NOW).unwrap(), 3);
+        assert_eq!(load(&Memory::new(10), &path, KEY_ID, NOW).unwrap().entries, 3);
     }
 
     #[test]
@@ -670,18 +808,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("counters.snap");
         let (three, five) = (store(3), store(5));
-        write(&three, &path, KEY_ID, NOW).unwrap();
+        write(&three, &[], &path, KEY_ID, NOW).unwrap();
         std::thread::scope(|s| {
             for memory in [&three, &five] {
                 let path = &path;
                 s.spawn(move || {
                     for _ in 0..40 {
-                        write(memory, path, KEY_ID, NOW).expect("every write succeeds");
+                        write(memory, &[], path, KEY_ID, NOW).expect("every write succeeds");
                     }
                 });
             }
             for _ in 0..200 {
-                let loaded = load(&Memory::new(10), &path, KEY_ID, NOW).expect("a whole snapshot");
+                let loaded = load(&Memory::new(10), &path, KEY_ID, NOW).expect("a whole snapshot").entries;
                 assert!(loaded == 3 || loaded == 5, "{loaded} entries");
             }
         });
@@ -713,7 +851,10 @@ mod tests {
         fn key(_: &Arc<Memory>) -> u64 {
             KEY_ID
         }
-        let keeper = tokio::spawn(keep(memory.clone(), kept, key, snapshot, clock.clone(), stopped));
+        fn none(_: &Arc<Memory>, _: Nanos) -> Vec<Record> {
+            Vec::new()
+        }
+        let keeper = tokio::spawn(keep(memory.clone(), kept, none, key, snapshot, clock.clone(), stopped));
 
         tokio::time::sleep(Duration::from_secs(5)).await;
         assert!(!path.exists(), "written before the first interval");
@@ -724,11 +865,15 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(1)).await;
             waited += 1;
         }
-        assert_eq!(load(&Memory::new(10), &path, KEY_ID, NOW).unwrap(), 2);
+        assert_eq!(load(&Memory::new(10), &path, KEY_ID, NOW).unwrap().entries, 2);
 
         assert!(hit(&memory, 3, &limits(), NOW));
         stop.send(()).unwrap();
         keeper.await.unwrap();
-        assert_eq!(load(&Memory::new(10), &path, KEY_ID, NOW).unwrap(), 3, "the last write has every count");
+        assert_eq!(
+            load(&Memory::new(10), &path, KEY_ID, NOW).unwrap().entries,
+            3,
+            "the last write has every count"
+        );
     }
 }
