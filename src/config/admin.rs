@@ -93,9 +93,8 @@ pub(crate) fn override_limits(limits: &serde_json::Value) -> Result<Vec<Limit>, 
     let raw: Vec<RawLimit> = match serde_path_to_error::deserialize(de) {
         Ok(raw) => raw,
         Err(e) => {
-            let segments: Vec<_> = e.path().iter().cloned().collect();
-            let at = if segments.is_empty() { String::new() } else { key_path(&segments) };
-            return Err(problem(format!("limits{at}"), e.into_inner().to_string()));
+            let at = field_of(e.path()).unwrap_or_default();
+            return Err(problem(format!("limits{at}"), without_strings(&e.into_inner().to_string())));
         }
     };
     if !unknown.is_empty() {
@@ -116,6 +115,34 @@ pub(crate) fn override_limits(limits: &serde_json::Value) -> Result<Vec<Limit>, 
         return Err(problem("limits".into(), msg.into()));
     }
     Ok(out)
+}
+
+/// `message` with the string values serde quotes (`string "abc"`) left out.
+pub(crate) fn without_strings(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(at) = rest.find("string \"") {
+        out.push_str(&rest[..at]);
+        out.push_str("a string");
+        let quoted = &rest[at + "string \"".len()..];
+        // The value is written as Rust's `{:?}` writes it: a quote inside is escaped.
+        let mut escaped = false;
+        let end = quoted.char_indices().find(|&(_, c)| {
+            let closes = c == '"' && !escaped;
+            escaped = c == '\\' && !escaped;
+            closes
+        });
+        rest = end.map_or("", |(i, _)| &quoted[i + 1..]);
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The key path (`limits[0].requests`) of where serde stopped; `None` at the top level.
+pub(crate) fn field_of(path: &serde_path_to_error::Path) -> Option<String> {
+    let segments: Vec<_> =
+        path.iter().filter(|s| !matches!(s, serde_path_to_error::Segment::Unknown)).cloned().collect();
+    (!segments.is_empty()).then(|| key_path(&segments))
 }
 
 /// Why no request could ever present `token`, as `[tokens]` says it, if so.
@@ -214,5 +241,16 @@ mod tests {
         assert!(keys(json!([{"average": 0}]))[0].starts_with("limits: every limit has average = 0"));
         let same = keys(json!([{"requests": 5, "per": "minute"}, {"requests": 50, "per": "minute"}]));
         assert!(same[0].starts_with("limits[1]: has the same window as limit \"minute\""), "{same:?}");
+    }
+
+    #[test]
+    fn string_values_are_left_out_of_messages() {
+        assert_eq!(
+            without_strings("invalid type: string \"s3cr\\\"et\", expected i64 at line 1 column 9"),
+            "invalid type: a string, expected i64 at line 1 column 9"
+        );
+        assert_eq!(without_strings("string \"a\" and string \"b\""), "a string and a string");
+        assert_eq!(without_strings("missing field `token`"), "missing field `token`");
+        assert_eq!(without_strings("cut: string \"abc"), "cut: a string");
     }
 }

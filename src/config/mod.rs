@@ -40,7 +40,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use admin::Admin;
-pub(crate) use admin::{override_limits, unknown_plan, unpresentable};
+pub(crate) use admin::{field_of, override_limits, unknown_plan, unpresentable, without_strings};
 pub use answers::{Answers, Tickets};
 pub use error::{ConfigError, Problem};
 pub use raw::RawConfig;
