@@ -1,4 +1,8 @@
-//! The `quotagate` binary: command line -> config -> telemetry -> server.
+//! The `quotagate` binary: command line -> config -> telemetry -> server; `admin` calls the
+//! admin API of a running service ([`cli`]).
+
+#[path = "cli.rs"]
+mod cli;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -15,9 +19,13 @@ Examples:
   quotagate serve --config quotagate.toml    serve with a config file (reloaded on SIGHUP and on change)
   quotagate check-config quotagate.toml      validate a config and print a summary
   quotagate healthcheck                      exit 0 if this service's /healthz answers (same config and env)
+  quotagate admin override set --plan pro --url http://127.0.0.1:8081 --token-file F --api-token-file T
+                                             move the customer of the API token in T to pro
+  quotagate admin usage --url http://127.0.0.1:8081 --token-file F < T
+                                             its usage, the API token on stdin (never on argv)
 
 Environment: QUOTAGATE_CONFIG, QUOTAGATE_LISTEN, QUOTAGATE_LOG (e.g. info, quotagate=debug),
-QUOTAGATE_LOG_FORMAT (pretty | json).";
+QUOTAGATE_LOG_FORMAT (pretty | json); for admin: QUOTAGATE_ADMIN_URL, QUOTAGATE_ADMIN_TOKEN_FILE.";
 
 /// A rate-limit service for Traefik's forwardAuth middleware.
 #[derive(Parser)]
@@ -44,6 +52,9 @@ enum Command {
         #[command(flatten)]
         serve: Serve,
     },
+    /// Call the admin API of a running service (usage, reset, override, explain).
+    #[command(subcommand)]
+    Admin(cli::AdminCall),
 }
 
 #[derive(Args, Default)]
@@ -61,6 +72,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Some(Command::CheckConfig { file }) => check_config(&file),
         Some(Command::Healthcheck { url, serve }) => healthcheck(url, serve),
+        Some(Command::Admin(call)) => cli::admin(call),
         Some(Command::Serve(args)) => serve(args),
         None => serve(cli.serve),
     };

@@ -549,3 +549,175 @@ async fn no_secret_reaches_a_log_line_or_a_metric() {
         assert!(!metrics.contains(secret), "{secret} in the metrics:\n{metrics}");
     }
 }
+
+/// Runs `quotagate admin ARGS` with `stdin` piped in; returns (exit code, stdout, stderr).
+async fn cli(args: &[&str], stdin: &str) -> (i32, String, String) {
+    use std::io::Write as _;
+    let (args, stdin) = (args.iter().map(|a| a.to_string()).collect::<Vec<_>>(), stdin.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let mut child = std::process::Command::new(support::quotagate::BINARY)
+            .arg("admin")
+            .args(&args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        (out.status.code().unwrap_or(-1), text(&out.stdout), text(&out.stderr))
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_cli_sets_lists_and_removes_overrides() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = spawn(dir.path(), free_port(), "").await;
+    let admin_file = dir.path().join("admin-token").display().to_string();
+    let customer_file = dir.path().join("customer");
+    std::fs::write(&customer_file, format!("{CUSTOMER}\n")).unwrap();
+    let customer_file = customer_file.display().to_string();
+    let url = q.admin_url();
+    let to = ["--url", &*url, "--token-file", &*admin_file];
+
+    let set =
+        [&["override", "set"][..], &to, &["--plan", "pro", "--api-token-file", &customer_file]].concat();
+    let (code, stdout, stderr) = cli(&set, "").await;
+    assert_eq!(code, 0, "{stderr}");
+    let answer: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(answer["plan"], "pro");
+    assert_eq!(plan_of(&q, CUSTOMER).await, (200, "pro".into()));
+
+    let limits = "[{\"requests\": 3, \"per\": \"day\"}]";
+    let set = [&["override", "set"][..], &to, &["--limits", limits, "--expires-at", "2099-01-01T00:00:00Z"]]
+        .concat();
+    let (code, stdout, stderr) = cli(&set, &format!("{CUSTOMER}\n")).await;
+    assert_eq!(code, 0, "the API token on stdin: {stderr}");
+    assert_eq!(serde_json::from_str::<Value>(&stdout).unwrap()["expires_at"], "2099-01-01T00:00:00Z");
+
+    let (code, stdout, _) = cli(&[&["override", "list"][..], &to, &["--limit", "10"]].concat(), "").await;
+    assert_eq!(code, 0);
+    let listed: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(listed["overrides"][0]["limits"][0]["requests"], 3);
+
+    let bad = [&["override", "set"][..], &to, &["--plan", "platinum"]].concat();
+    let (code, _, stderr) = cli(&bad, CUSTOMER).await;
+    assert_eq!(code, 1);
+    assert!(stderr.starts_with("error: 400 plan: unknown plan \"platinum\""), "{stderr}");
+
+    let (code, _, stderr) = cli(&[&["override", "delete"][..], &to].concat(), CUSTOMER).await;
+    assert_eq!(code, 0, "{stderr}");
+    let (code, _, stderr) = cli(&[&["override", "delete"][..], &to].concat(), CUSTOMER).await;
+    assert_eq!(code, 1);
+    assert!(stderr.starts_with("error: 404 no override for "), "{stderr}");
+
+    let wrong = dir.path().join("wrong");
+    std::fs::write(&wrong, "not-the-admin-token-xyz").unwrap();
+    let wrong = wrong.display().to_string();
+    let (code, _, stderr) = cli(&["override", "list", "--url", &url, "--token-file", &wrong], "").await;
+    assert_eq!(code, 1);
+    assert!(stderr.starts_with("error: 401 wrong admin token"), "{stderr}");
+    assert!(!stderr.contains("not-the-admin-token"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_cli_sends_each_call_as_the_api_takes_it() {
+    use axum::extract::Request as Incoming;
+    use std::sync::{Arc, Mutex};
+    type Seen = Arc<Mutex<Vec<(String, String, String, Value)>>>;
+    let seen: Seen = Arc::default();
+    let recorder = seen.clone();
+    let router = axum::Router::new().fallback(move |req: Incoming| {
+        let seen = recorder.clone();
+        async move {
+            let (parts, body) = req.into_parts();
+            let body = axum::body::to_bytes(body, 1 << 16).await.unwrap();
+            let auth = parts.headers.get("authorization").map_or("", |v| v.to_str().unwrap()).to_owned();
+            let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            let target = parts.uri.path_and_query().unwrap().to_string();
+            seen.lock().unwrap().push((parts.method.to_string(), target, auth, body));
+            "{\"ok\": true}"
+        }
+    });
+    let api = support::Server::start(router).await;
+    let dir = tempfile::tempdir().unwrap();
+    let admin_file = token_file(dir.path()).display().to_string();
+    let url = api.url();
+    let to = ["--url", &*url, "--token-file", &*admin_file];
+
+    for args in [
+        vec!["usage"],
+        vec!["reset", "--scope", "search"],
+        vec![
+            "explain",
+            "--method",
+            "POST",
+            "--host",
+            "api.example.com",
+            "--uri",
+            "/api/summarize?x=1",
+            "-H",
+            "X-Trace: 7",
+        ],
+        vec!["explain", "--host", "api.example.com", "--uri", "/", "--token-header", "X-API-Key"],
+        vec!["override", "list", "--cursor", "00000000000000000000000000000001", "--limit", "5"],
+        vec!["override", "delete", "--key", "00000000000000000000000000000001"],
+    ] {
+        let call = if args[0] == "override" { 2 } else { 1 };
+        let (code, stdout, stderr) = cli(&[&args[..call], &to, &args[call..]].concat(), CUSTOMER).await;
+        assert_eq!(code, 0, "{args:?}: {stderr}");
+        assert!(stdout.contains("\"ok\": true"), "{stdout}");
+    }
+    let seen = seen.lock().unwrap().clone();
+    let bearer = format!("Bearer {ADMIN_TOKEN}");
+    let expected = [
+        ("POST", "/v1/usage", json!({"token": CUSTOMER})),
+        ("POST", "/v1/reset", json!({"token": CUSTOMER, "scope": "search"})),
+        (
+            "POST",
+            "/v1/explain",
+            json!({"method": "POST", "host": "api.example.com", "uri": "/api/summarize?x=1",
+                   "headers": {"X-Trace": "7", "Authorization": format!("Bearer {CUSTOMER}")}}),
+        ),
+        (
+            "POST",
+            "/v1/explain",
+            json!({"method": "GET", "host": "api.example.com", "uri": "/", "headers": {"X-API-Key": CUSTOMER}}),
+        ),
+        ("GET", "/v1/overrides?cursor=00000000000000000000000000000001&limit=5", Value::Null),
+        ("DELETE", "/v1/overrides", json!({"key": "00000000000000000000000000000001"})),
+    ];
+    assert_eq!(seen.len(), expected.len());
+    for ((method, target, auth, body), (m, t, b)) in seen.iter().zip(expected) {
+        assert_eq!((method.as_str(), target.as_str(), auth, body), (m, t, &bearer, &b));
+    }
+}
+
+#[test]
+fn the_admin_cli_never_takes_an_api_token_from_the_command_line() {
+    for flag in ["--token", "--api-token"] {
+        let out = std::process::Command::new(support::quotagate::BINARY)
+            .args([
+                "admin",
+                "usage",
+                "--url",
+                "http://127.0.0.1:9",
+                "--token-file",
+                "f",
+                flag,
+                "secret-token-1",
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{flag} is no option");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("unexpected argument"));
+    }
+    let out = std::process::Command::new(support::quotagate::BINARY)
+        .args(["admin", "usage", "--url", "http://127.0.0.1:9", "--token-file", "f", "secret-token-1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "nor a positional argument");
+}

@@ -10,6 +10,7 @@
 //! status}`, and every change is logged at info by its handler.
 
 pub mod auth;
+pub mod client;
 pub mod overrides;
 
 use axum::body::Body;
