@@ -141,7 +141,7 @@ impl Validator {
                 self.problem("server.tickets_token_file", "set server.tickets_listen too");
                 None
             }
-            Some(file) => self.tickets_token(file),
+            Some(file) => self.bearer_token_file("server.tickets_token_file", file, "backends"),
             None => None,
         };
         let connections = self.connections(&raw);
@@ -189,31 +189,6 @@ impl Validator {
             format!("must differ from {other_key} ({addr} and {other} both take port {})", addr.port())
         };
         self.problem(key, msg);
-    }
-
-    /// The hash of the ticket endpoint's bearer token in `file`. Messages give its length only.
-    fn tickets_token(&mut self, file: &str) -> Option<blake3::Hash> {
-        const KEY: &str = "server.tickets_token_file";
-        let path = self.resolve(file);
-        let token = match std::fs::read(&path) {
-            Ok(bytes) => bytes.trim_ascii().to_vec(),
-            Err(e) => {
-                self.problem(KEY, format!("cannot read {}: {e}", path.display()));
-                return None;
-            }
-        };
-        self.files.push(path);
-        if token.len() < 16 {
-            let msg = format!("the token must be at least 16 bytes long (got {} bytes)", token.len());
-            self.problem(KEY, msg);
-            return None;
-        }
-        if !token.iter().all(|b| (0x21..=0x7e).contains(b)) {
-            let msg = "the token must be visible ASCII without spaces (backends send it as Authorization: Bearer <token>)";
-            self.problem(KEY, msg);
-            return None;
-        }
-        Some(blake3::hash(&token))
     }
 
     /// The connection bounds and timeouts of `[server]`; see [`Connections`].

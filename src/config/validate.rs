@@ -77,13 +77,13 @@ impl Validator {
         }
     }
 
-    /// A secret read from the file `file` (relative to the config's folder), trimmed: at least
-    /// 16 bytes, and sendable as a header value. The file is watched for changes like the
-    /// config. Problems under `key` name the file and the secret's length, never its content;
-    /// `noun` says what it is ("token", "secret").
-    pub(super) fn secret_file(&mut self, key: &str, file: &str, noun: &str) -> Option<Vec<u8>> {
+    /// The hash of the bearer token in `file` (relative to the config's folder), trimmed: at
+    /// least 16 bytes of visible ASCII, as `who` send it in `Authorization: Bearer <token>`.
+    /// The file is watched for changes like the config. Problems under `key` name the file and
+    /// the token's length, never its content.
+    pub(super) fn bearer_token_file(&mut self, key: &str, file: &str, who: &str) -> Option<blake3::Hash> {
         let path = self.resolve(file);
-        let secret = match std::fs::read(&path) {
+        let token = match std::fs::read(&path) {
             Ok(bytes) => bytes.trim_ascii().to_vec(),
             Err(e) => {
                 self.problem(key, format!("cannot read {}: {e}", path.display()));
@@ -91,21 +91,19 @@ impl Validator {
             }
         };
         self.files.push(path);
-        if secret.len() < 16 {
-            self.problem(
-                key,
-                format!("the {noun} must be at least 16 bytes long (got {} bytes)", secret.len()),
-            );
+        if token.len() < 16 {
+            let msg = format!("the token must be at least 16 bytes long (got {} bytes)", token.len());
+            self.problem(key, msg);
             return None;
         }
-        if http::HeaderValue::from_bytes(&secret).is_err() {
-            self.problem(
-                key,
-                format!("the {noun} must be a valid header value (visible ASCII, no line breaks)"),
+        if !token.iter().all(|b| (0x21..=0x7e).contains(b)) {
+            let msg = format!(
+                "the token must be visible ASCII without spaces ({who} send it as Authorization: Bearer <token>)"
             );
+            self.problem(key, msg);
             return None;
         }
-        Some(secret)
+        Some(blake3::hash(&token))
     }
 
     /// A humane duration ("30s"), or records its problem under `key`.
