@@ -9,12 +9,13 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::{client, free_port, poll, Quotagate, RedisServer};
+use support::{client, free_port, poll, Quotagate, RedisCluster, RedisServer};
 
 const ADMIN_TOKEN: &str = "replicas-admin-token-0123";
 const CUSTOMER: &str = "replicated-customer-77";
 
-fn config(redis: &str, admin_port: u16, token_file: &Path) -> String {
+/// A replica's config; `connection` is `url = "..."` or `cluster = [...]`.
+fn config(connection: &str, admin_port: u16, token_file: &Path) -> String {
     format!(
         r#"
 [server]
@@ -36,7 +37,7 @@ limits = [{{ requests = 1000, per = "day" }}]
 kind = "redis"
 
 [store.redis]
-url = "{redis}"
+{connection}
 command_timeout = "500ms"
 "#,
         token_file = token_file.display().to_string(),
@@ -45,10 +46,15 @@ command_timeout = "500ms"
 
 /// A replica on `redis`, connected.
 async fn replica(redis: &RedisServer, dir: &Path) -> Quotagate {
+    replica_on(&format!("url = {:?}", redis.url()), dir).await
+}
+
+/// A replica on the Redis of `connection`, connected.
+async fn replica_on(connection: &str, dir: &Path) -> Quotagate {
     let token_file = dir.join("admin-token");
     std::fs::write(&token_file, ADMIN_TOKEN).unwrap();
     let port = free_port();
-    let q = Quotagate::builder(&config(&redis.url(), port, &token_file)).admin_port(port).start().await;
+    let q = Quotagate::builder(&config(connection, port, &token_file)).admin_port(port).start().await;
     q.wait_for_log("store: redis connected", Duration::from_secs(10)).await;
     q
 }
@@ -167,4 +173,19 @@ async fn a_change_redis_cannot_take_is_a_503_and_changes_nothing() {
     let listed: Value =
         client().get(url).bearer_auth(ADMIN_TOKEN).send().await.unwrap().json().await.unwrap();
     assert_eq!(listed["overrides"], json!([]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn overrides_work_on_a_redis_cluster_too() {
+    let cluster = RedisCluster::start();
+    let urls: Vec<String> = cluster.urls().iter().map(|u| format!("{u:?}")).collect();
+    let connection = format!("cluster = [{}]", urls.join(", "));
+    let dir = tempfile::tempdir().unwrap();
+    let replicas = [replica_on(&connection, dir.path()).await, replica_on(&connection, dir.path()).await];
+    let a = admin(&replicas[0], reqwest::Method::PUT, json!({"token": CUSTOMER, "plan": "pro"})).await;
+    assert_eq!(a.status(), 200);
+    everywhere(&replicas, CUSTOMER, "pro", Instant::now(), Duration::from_secs(1)).await;
+    let a = admin(&replicas[1], reqwest::Method::DELETE, json!({"token": CUSTOMER})).await;
+    assert_eq!(a.status(), 200);
+    everywhere(&replicas, CUSTOMER, "free", Instant::now(), Duration::from_secs(1)).await;
 }

@@ -190,12 +190,13 @@ mod tests {
             file.display().to_string()
         );
         let config = parse(&text).unwrap();
-        let admin = config.admin.expect("[admin] is configured");
+        let admin = config.admin.clone().expect("[admin] is configured");
         assert!(admin.admits(b"an-admin-token-of-some-length"), "trimmed as read");
         assert!(!admin.admits(b"an-admin-token-of-some-lengtH"));
         assert_eq!(admin.max_overrides, DEFAULT_MAX_OVERRIDES);
         assert!(!format!("{admin:?}").contains("of-some"), "{admin:?}");
         assert!(config.files.contains(&file), "the token file is watched for changes");
+        assert!(config.summary().ends_with("admin 127.0.0.1:9 with the admin API"), "{}", config.summary());
     }
 
     #[test]

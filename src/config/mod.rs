@@ -131,7 +131,8 @@ impl Config {
             }
             Some(_) => format!("{} (TLS, h2)", self.server.listen),
         };
-        let admin = self.server.admin_listen.map(|a| format!(", admin {a}")).unwrap_or_default();
+        let api = if self.admin.is_some() { " with the admin API" } else { "" };
+        let admin = self.server.admin_listen.map(|a| format!(", admin {a}{api}")).unwrap_or_default();
         let tickets = match (self.server.tickets_listen, self.server.tickets_token) {
             (Some(t), Some(_)) => format!(", tickets {t} (bearer token required)"),
             (Some(t), None) => format!(", tickets {t}"),
