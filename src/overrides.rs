@@ -246,17 +246,19 @@ impl Overrides {
         Err(OverridesError::Full { max })
     }
 
-    /// Removes the override of `key`, applying or expired; whether there was one.
+    /// Removes the override of `key`, applying or expired; whether there was one. With Redis it
+    /// is removed there first (and nothing changes here if that fails).
     pub async fn remove(&self, key: Key) -> Result<bool, OverridesError> {
-        let removed = self.change(|map| map.remove(&key)).is_some();
-        match &self.redis {
-            // Redis knows best: the override may have been set on another replica and not be
-            // read here yet.
+        // Redis knows best: the override may have been set on another replica and not be read
+        // here yet.
+        let in_redis = match &self.redis {
             Some(redis) => {
-                redis.override_delete(&key_hex(key), None).await.map_err(OverridesError::Unavailable)
+                Some(redis.override_delete(&key_hex(key), None).await.map_err(OverridesError::Unavailable)?)
             }
-            None => Ok(removed),
-        }
+            None => None,
+        };
+        let here = self.change(|map| map.remove(&key)).is_some();
+        Ok(in_redis.unwrap_or(here))
     }
 
     /// Makes a change to the map here, counted so that a reload read before it is not
