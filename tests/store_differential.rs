@@ -2,7 +2,9 @@
 //! algorithm: driven through the same random sequences of (time, limits, counting mode), they
 //! give identical decisions, to the nanosecond of every wait. The script is told the time
 //! (`Redis::with_caller_clock`), so a sequence can span months in a moment. Buckets may let a
-//! request wait for its token (`max_delay`): both stores give the same waits too.
+//! request wait for its token (`max_delay`): both stores give the same waits too. Requests
+//! have costs (mostly small, some far above any quota) that limits count or not
+//! (`counts = "requests"`).
 //!
 //! A second property starts both from the same extreme state (counts near `u32::MAX`, buckets
 //! billions deep), where the products of a sliding window's weight pass 2^53 and doubles would
@@ -18,7 +20,7 @@ use std::time::Duration;
 use proptest::prelude::*;
 use proptest::test_runner::{Config as Cases, TestCaseError, TestRunner};
 use quotagate::identity::Key;
-use quotagate::limiter::{Algorithm, Limit, Nanos, State, Window, MAX_DELAY, MAX_SPAN, SECOND};
+use quotagate::limiter::{Algorithm, Counts, Limit, Nanos, State, Window, MAX_DELAY, MAX_SPAN, SECOND};
 use quotagate::store::{Counting, Decision, Memory, Mode, Redis, Scope, Store};
 use support::windows::window;
 use support::RedisServer;
@@ -55,7 +57,14 @@ fn limit() -> impl Strategy<Value = Limit> {
         .min(MAX_DELAY);
         Limit::new("b", Algorithm::Gcra { emission, burst: NonZeroU32::new(burst).unwrap(), max_delay })
     });
-    prop_oneof![2 => windowed, 1 => bucket]
+    let counts = prop_oneof![3 => Just(Counts::Cost), 1 => Just(Counts::Requests)];
+    (prop_oneof![2 => windowed, 1 => bucket], counts).prop_map(|(l, c)| l.counting(c))
+}
+
+/// What a request costs: mostly 1 or a little more, sometimes more than any small quota, now
+/// and then anything.
+fn cost() -> impl Strategy<Value = u32> {
+    prop_oneof![4 => Just(1u32), 3 => 1u32..10, 1 => 1u32..=u32::MAX]
 }
 
 /// Up to three scopes of up to three limits (distinct within a scope, as config makes them).
@@ -88,11 +97,11 @@ fn gap() -> impl Strategy<Value = Nanos> {
 /// A request: the gap before it, or how it misses the wait it was told (a client obeying
 /// `retry_after` lands where quotients are exact: one nanosecond early, on time, or one late);
 /// which of the case's scopes apply, and which of those are dry-run (bit masks); whether denied
-/// requests count.
-fn steps() -> impl Strategy<Value = Vec<(Result<Nanos, i8>, u8, u8, bool)>> {
+/// requests count; what the request costs.
+fn steps() -> impl Strategy<Value = Vec<(Result<Nanos, i8>, u8, u8, bool, u32)>> {
     let when = prop_oneof![3 => gap().prop_map(Ok), 2 => (-1i8..=1).prop_map(Err)];
     let dry_run = prop_oneof![3 => Just(0u8), 1 => any::<u8>()];
-    prop::collection::vec((when, any::<u8>(), dry_run, any::<bool>()), 1..40)
+    prop::collection::vec((when, any::<u8>(), dry_run, any::<bool>(), cost()), 1..40)
 }
 
 fn start() -> impl Strategy<Value = Nanos> {
@@ -150,7 +159,7 @@ fn memory_and_redis_decide_every_sequence_identically() {
             caller.set(caller.get() + 1);
             let who = Key(caller.get());
             let mut wait = 0;
-            for (when, mask, dry_run, count_denied) in steps {
+            for (when, mask, dry_run, count_denied, cost) in steps {
                 now = match when {
                     Ok(gap) => now + gap,
                     Err(miss) => (now + wait).saturating_add_signed(miss.into()).max(now),
@@ -164,7 +173,7 @@ fn memory_and_redis_decide_every_sequence_identically() {
                     .iter()
                     .enumerate()
                     .filter(|(i, _)| mask & (1 << i) != 0)
-                    .map(|(i, (id, limits))| Scope { id: *id, mode: mode(i), rule: None, limits, cost: 1 })
+                    .map(|(i, (id, limits))| Scope { id: *id, mode: mode(i), rule: None, limits, cost })
                     .collect();
                 let counting = counting(count_denied);
                 let memory = stores.check(&stores.memory, who, &scopes, now, counting);
@@ -239,11 +248,12 @@ fn the_script_agrees_with_the_limiter_from_extreme_states() {
     let next = Cell::new(1u128 << 100);
     let direct = RefCell::new(redis::Client::open(stores.server.url()).unwrap().get_connection().unwrap());
     runner
-        .run(&(extreme(), any::<bool>()), |((limit, now, state), count_denied)| {
+        .run(&(extreme(), any::<bool>(), cost()), |((limit, now, state), count_denied, cost)| {
             next.set(next.get() + 1);
             let caller = next.get();
             let mut conn = direct.borrow_mut();
-            let (redis, verdict) = seeded(&stores, &mut conn, caller, &limit, now, state, count_denied);
+            let scope = Scope::enforced(3, std::slice::from_ref(&limit)).costing(cost);
+            let (redis, verdict) = seeded(&stores, &mut conn, caller, scope, now, state, count_denied);
             prop_assert_eq!(redis.is_allowed(), verdict.allowed);
             prop_assert_eq!(redis.verdicts()[0].verdict, verdict, "{:?} from {:?} at {}", limit, state, now);
             Ok(())
@@ -252,22 +262,22 @@ fn the_script_agrees_with_the_limiter_from_extreme_states() {
         .unwrap();
 }
 
-/// Seeds `state` into the Redis store's key for `limit` (scope 3) and checks once at `now`;
-/// returns Redis's verdict and the limiter's.
+/// Seeds `state` into the Redis store's key for the one limit of `scope` and checks a request
+/// (of the scope's cost) once at `now`; returns Redis's verdict and the limiter's.
 fn seeded<'l>(
     stores: &Stores,
     conn: &mut redis::Connection,
     caller: u128,
-    limit: &'l Limit,
+    scope: Scope<'l>,
     now: Nanos,
     state: State,
     count_denied: bool,
 ) -> (Decision<'l>, quotagate::limiter::Verdict) {
-    let limits = std::slice::from_ref(limit);
-    let scopes = [Scope::enforced(3, limits)];
+    let [limit] = scope.limits else { panic!("one limit") };
+    let scopes = [scope];
     // A first check makes the key; then its fields are overwritten with the state.
     stores.check(&stores.redis, Key(caller), &scopes, now, Counting::AllowedOnly);
-    let key = format!("quotagate:{{{caller:032x}}}:{:08x}:{:08x}", 3, limit.id);
+    let key = format!("quotagate:{{{caller:032x}}}:{:08x}:{:08x}", scope.id, limit.id);
     let (s, n) = (state.at / SECOND, state.at % SECOND);
     let fields = [s.to_string(), n.to_string(), state.count.to_string(), state.previous.to_string()];
     let _: i64 = redis::cmd("HSET")
@@ -277,13 +287,14 @@ fn seeded<'l>(
         .unwrap();
     let _: i64 = redis::cmd("PEXPIRE").arg(&key).arg(60_000).query(conn).unwrap();
     let redis = stores.check(&stores.redis, Key(caller), &scopes, now, counting(count_denied));
+    let weight = limit.weight(scope.cost);
     let mut expected = state;
     limit.roll(&mut expected, now);
-    let allowed = limit.admits(&expected, now);
+    let allowed = limit.admits(&expected, now, weight);
     if allowed || count_denied {
-        limit.record(&mut expected, now);
+        limit.record(&mut expected, now, weight);
     }
-    (redis, limit.verdict(&expected, now, allowed))
+    (redis, limit.verdict(&expected, now, allowed, weight))
 }
 
 #[test]
@@ -298,8 +309,9 @@ fn a_weight_on_an_exact_quotient_is_not_rounded_up() {
     );
     let end = T0 + 7 * SECOND;
     let now = end - 280_000_000;
+    let state = State { at: end, count: 0, previous: 25 };
     let (redis, expected) =
-        seeded(&stores, &mut conn, 99, &limit, now, State { at: end, count: 0, previous: 25 }, false);
+        seeded(&stores, &mut conn, 99, Scope::enforced(3, std::slice::from_ref(&limit)), now, state, false);
     assert_eq!(expected.remaining, 40 - 7 - 1);
     assert_eq!(redis.verdicts()[0].verdict, expected);
 }

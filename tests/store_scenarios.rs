@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use quotagate::config::OnError;
 use quotagate::identity::Key;
-use quotagate::limiter::{Algorithm, Limit, Nanos, Window, SECOND};
+use quotagate::limiter::{Algorithm, Counts, Limit, Nanos, Window, SECOND};
 use quotagate::store::{Counting, Decision, Health, Memory, Mode, Redis, Scope, Store, StoreError};
 use support::{RedisCluster, RedisServer};
 
@@ -155,6 +155,28 @@ async fn scenarios(store: Arc<Store>) {
     assert!(d.verdicts()[1].verdict.allowed);
     assert_eq!(d.verdicts()[1].verdict.remaining, 1, "uncounted");
     assert_eq!(d.verdicts()[1].verdict.window, month.1 - month.0);
+
+    // Costs: 5 against a quota of 20 passes exactly 4 times; a limit counting requests takes
+    // 1 of each, and the denied fifth takes nothing from either.
+    let costly = vec![
+        fixed("day", 20, Window::Day),
+        fixed("week.requests", 10, Window::Week).counting(Counts::Requests),
+    ];
+    let who = caller();
+    let scopes = [Scope::enforced(0, &costly).costing(5)];
+    for i in 0..4 {
+        let d = check(&store, who, &scopes, Counting::AllowedOnly).await;
+        assert!(d.is_allowed(), "request {i}");
+        let remaining: Vec<u32> = d.verdicts().iter().map(|j| j.verdict.remaining).collect();
+        assert_eq!(remaining, [15 - 5 * i, 9 - i]);
+    }
+    let d = check(&store, who, &scopes, Counting::AllowedOnly).await;
+    assert!(!d.is_allowed());
+    assert_eq!((d.verdicts()[0].verdict.remaining, d.verdicts()[1].verdict.remaining), (0, 6));
+    assert!((secs(d.verdicts()[0].verdict.retry_after) - secs(until_midnight)).abs() <= 2);
+    // A request of cost 1 finds nothing left either.
+    let d = check(&store, who, &[Scope::enforced(0, &costly)], Counting::AllowedOnly).await;
+    assert!(!d.is_allowed());
 
     // Dry-run scopes are checked and counted each on its own: they never decide the answer nor
     // keep the enforced scope from counting, and they count what the enforced scope denies.

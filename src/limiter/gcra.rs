@@ -18,39 +18,48 @@ fn clamp(n: u128) -> Nanos {
     Nanos::try_from(n).unwrap_or(Nanos::MAX)
 }
 
+/// Whether the `weight`-th token is due within `tau` (and `max_delay`): it comes `weight - 1`
+/// intervals after the TAT, `max(TAT, now) + (weight - 1) * T <= now + tau + max_delay`.
 pub(super) fn admits(
     emission: Nanos,
     burst: NonZeroU32,
     max_delay: Nanos,
     state: &State,
     now: Nanos,
+    weight: u32,
 ) -> bool {
-    let tau = u128::from(emission.max(1)) * u128::from(burst.get() - 1);
-    u128::from(state.at) <= u128::from(now) + tau + u128::from(max_delay)
+    let t = u128::from(emission.max(1));
+    let tau = t * u128::from(burst.get() - 1);
+    let last = u128::from(state.at.max(now)) + t * u128::from(weight.saturating_sub(1));
+    last <= u128::from(now) + tau + u128::from(max_delay)
 }
 
 /// The wait of a request that was admitted and counted at `now`, from the TAT it left behind:
-/// its token came due one emission interval before that TAT moved to, `burst` intervals
-/// before the new TAT in all (`TAT_before - now - tau`).
+/// its last token came due one emission interval before that TAT moved to, `burst` intervals
+/// before the new TAT in all (`TAT_before + (weight - 1) * T - now - tau`), whatever its
+/// weight.
 pub(super) fn wait(emission: Nanos, burst: NonZeroU32, state: &State, now: Nanos) -> Nanos {
     let span = u128::from(emission.max(1)) * u128::from(burst.get());
     clamp(u128::from(state.at).saturating_sub(u128::from(now) + span))
 }
 
-/// Moves the TAT on by one emission interval, but never past `now + MAX_SPAN`: counted denials
-/// may push a bucket into debt, and the cap bounds that debt (an admitted request never reaches
-/// it, as config keeps `burst * emission` within [`MAX_SPAN`]).
-pub(super) fn record(emission: Nanos, state: &mut State, now: Nanos) {
-    let moved = state.at.max(now).saturating_add(emission.max(1));
-    state.at = moved.min(now.saturating_add(MAX_SPAN)).max(state.at);
+/// Moves the TAT on by `weight` emission intervals, but never past `now + MAX_SPAN`: counted
+/// denials and reported costs may push a bucket into debt, and the cap bounds that debt (an
+/// admitted request never reaches it, as config keeps `burst * emission` within [`MAX_SPAN`]).
+pub(super) fn record(emission: Nanos, state: &mut State, now: Nanos, weight: u32) {
+    let moved = u128::from(state.at.max(now)) + u128::from(emission.max(1)) * u128::from(weight);
+    let cap = now.saturating_add(MAX_SPAN);
+    state.at = clamp(moved).min(cap).max(state.at);
 }
 
-/// Remaining, reset, retry-after and window length, from the TAT the request left behind.
+/// Remaining, reset, retry-after (for a request of `weight`) and window length, from the TAT
+/// the request left behind.
 pub(super) fn after(
     emission: Nanos,
     burst: NonZeroU32,
     state: &State,
     now: Nanos,
+    weight: u32,
 ) -> (u32, Nanos, Nanos, Nanos) {
     let t = u128::from(emission.max(1));
     let tau = t * u128::from(burst.get() - 1);
@@ -58,7 +67,9 @@ pub(super) fn after(
     let tat = u128::from(state.at).max(now_);
     // The k-th request at `now` conforms while tat + (k - 1) * t <= now + tau.
     let remaining = if tat <= now_ + tau { (now_ + tau - tat) / t + 1 } else { 0 };
-    let retry_after = (tat - now_).saturating_sub(tau);
+    // A request of weight w needs its w-th token: (tat + (w - 1) * t) - tau from now.
+    let last = t * u128::from(weight.clamp(1, burst.get()) - 1);
+    let retry_after = (tat - now_ + last).saturating_sub(tau);
     (
         u32::try_from(remaining).expect("at most burst"),
         clamp(tat - now_),
@@ -82,7 +93,7 @@ pub(super) fn next_token(emission: Nanos, burst: NonZeroU32, v: &Verdict) -> Nan
 
 #[cfg(test)]
 mod tests {
-    use crate::limiter::tests::{admits_at, hit, hit_counting_denied};
+    use crate::limiter::tests::{admits_at, hit, hit_counting_denied, hit_weighing};
     use crate::limiter::{Algorithm, Limit, State, SECOND};
     use std::num::NonZeroU32;
 
@@ -143,6 +154,61 @@ mod tests {
         assert!(!v.allowed);
         assert_eq!(v.retry_after, SECOND / 2);
         assert!(hit(&limit, &mut state, T0 + SECOND).allowed);
+    }
+
+    #[test]
+    fn a_heavy_request_takes_as_many_tokens_as_it_weighs() {
+        // burst 20, one token a second: cost 5 passes 4 times, then waits for 5 tokens.
+        let limit = Limit::new(
+            "b",
+            Algorithm::Gcra { emission: SECOND, burst: NonZeroU32::new(20).unwrap(), max_delay: 0 },
+        );
+        let mut state = State::default();
+        for i in 0..4 {
+            let v = hit_weighing(&limit, &mut state, T0, 5);
+            assert!(v.allowed, "request {i}");
+            assert_eq!(v.remaining, 15 - 5 * i);
+        }
+        let v = hit_weighing(&limit, &mut state, T0, 5);
+        assert!(!v.allowed);
+        assert_eq!((v.remaining, v.retry_after, v.reset), (0, 5 * SECOND, 20 * SECOND));
+        assert!(!hit_weighing(&limit, &mut state, T0 + 5 * SECOND - 1, 5).allowed);
+        let v = hit_weighing(&limit, &mut state, T0 + 5 * SECOND, 5);
+        assert!(v.allowed);
+        assert_eq!(v.remaining, 0);
+    }
+
+    #[test]
+    fn a_heavy_request_within_max_delay_waits_for_its_last_token() {
+        // One token every 10 ms, burst 4, max_delay 50 ms: a cost of 4 empties the bucket; a
+        // second one needs the tokens due at 10, 20, 30 and 40 ms, and waits 40 ms for the last.
+        let ms = SECOND / 1000;
+        let limit = Limit::new(
+            "b",
+            Algorithm::Gcra { emission: 10 * ms, burst: NonZeroU32::new(4).unwrap(), max_delay: 50 * ms },
+        );
+        let mut state = State::default();
+        assert_eq!(hit_weighing(&limit, &mut state, T0, 4).wait, 0);
+        let v = hit_weighing(&limit, &mut state, T0, 4);
+        assert!(v.allowed);
+        assert_eq!(v.wait, 40 * ms);
+        assert_eq!(state.at, T0 + 80 * ms);
+        // A cost of 2 more would wait for a token due at 60 ms, past max_delay: denied, and
+        // told it passes without waiting 60 ms on.
+        let v = hit_weighing(&limit, &mut state, T0, 2);
+        assert!(!v.allowed);
+        assert_eq!(v.retry_after, 60 * ms);
+    }
+
+    #[test]
+    fn a_reported_cost_pushes_the_debt_no_further_than_max_span() {
+        let limit = Limit::new(
+            "s",
+            Algorithm::Gcra { emission: 86_400 * SECOND, burst: NonZeroU32::new(3).unwrap(), max_delay: 0 },
+        );
+        let mut state = State::default();
+        limit.record(&mut state, T0, 1_000_000_000);
+        assert_eq!(state.at, T0 + MAX_SPAN);
     }
 
     #[test]
@@ -214,17 +280,17 @@ mod tests {
         assert_eq!(limit.available_in(&v), SECOND / 100, "not the full 500 ms");
         // 4 ms later the next token is 6 ms away, and it is really there then, not before.
         let now = T0 + 4 * SECOND / 1000;
-        let probe = limit.verdict(&state, now, true);
+        let probe = limit.verdict(&state, now, true, 1);
         let wait = limit.available_in(&probe);
         assert_eq!(wait, 6 * SECOND / 1000);
         assert!(!admits_at(&limit, &state, now + wait - 1));
         assert!(admits_at(&limit, &state, now + wait));
         // Partly refilled: 23 tokens 233 ms on (23 whole intervals), the 24th 7 ms later.
         let now = T0 + 233 * SECOND / 1000;
-        let probe = limit.verdict(&state, now, true);
+        let probe = limit.verdict(&state, now, true, 1);
         assert_eq!((probe.remaining, limit.available_in(&probe)), (23, 7 * SECOND / 1000));
         // Full again: nothing to wait for.
-        let probe = limit.verdict(&state, T0 + SECOND, true);
+        let probe = limit.verdict(&state, T0 + SECOND, true, 1);
         assert_eq!((probe.remaining, limit.available_in(&probe)), (50, 0));
     }
 
@@ -238,7 +304,7 @@ mod tests {
         for _ in 0..10 {
             hit_counting_denied(&limit, &mut state, T0);
         }
-        let v = limit.verdict(&state, T0, false);
+        let v = limit.verdict(&state, T0, false, 1);
         assert_eq!(v.remaining, 0);
         assert_eq!(limit.available_in(&v), v.retry_after);
         assert!(!admits_at(&limit, &state, T0 + v.retry_after - 1));

@@ -10,9 +10,15 @@
 //! Where the counters live (and how several limits are checked atomically) is `store`'s business.
 //! Checking is two-phase so a store can check every limit of a request before counting any:
 //! [`Limit::roll`] brings a state to `now`, [`Limit::admits`] answers without changing it and
-//! [`Limit::record`] counts one request. Only then does [`Limit::verdict`] say what is left, when
+//! [`Limit::record`] counts the request. Only then does [`Limit::verdict`] say what is left, when
 //! it resets and how long to wait, from the state the request left behind: a wait computed before
 //! a denied request is counted would send the client back too early.
+//!
+//! **Weights.** A request takes its weight from each limit ([`Limit::weight`]: its cost, or 1
+//! for a limit that counts requests): a window admits it while `used + weight <= quota` and
+//! counts `weight`; a bucket admits it when its `weight`-th token is due within `tau` (plus
+//! `max_delay`) and moves its TAT on by `weight` emission intervals. Every wait a verdict gives
+//! is the wait of a request of the same weight.
 //!
 //! **Exact, and within [`MAX_SPAN`].** Everything is integer nanoseconds. Windows, buckets
 //! (`burst` emission intervals) and a bucket's debt (what counted denied requests push its
@@ -105,17 +111,20 @@ pub struct State {
 pub struct Verdict {
     /// Whether this limit admitted the request (before anything was counted).
     pub allowed: bool,
-    /// The quota: requests per window, or the bucket size.
+    /// The quota: requests (units of cost) per window, or the bucket size.
     pub quota: u32,
-    /// Requests that would still be admitted at `now`.
+    /// Units of the quota still there at `now`: requests of weight 1 that would be admitted.
     pub remaining: u32,
     /// Nanoseconds until the quota is whole again (end of the window; bucket refilled).
     pub reset: Nanos,
-    /// Nanoseconds until this limit admits a request again without making it wait: the least
-    /// `w` such that a request at `now + w` is admitted with no [`wait`](Self::wait), and one
-    /// at `now + w - 1` is not. Zero while `remaining > 0`; it can be more than zero for an
-    /// allowed request that took the last one. A bucket with a `max_delay` admits (with a
-    /// wait) from `retry_after - max_delay` on; Traefik's `Retry-After` is this number too.
+    /// Nanoseconds until this limit admits a request of the verdict's weight again without
+    /// making it wait: the least `w` such that such a request at `now + w` is admitted with no
+    /// [`wait`](Self::wait), and one at `now + w - 1` is not. Zero while `remaining` is at
+    /// least the weight; it can be more than zero for an allowed request that took the last
+    /// ones. A bucket with a `max_delay` admits (with a wait) from `retry_after - max_delay`
+    /// on; Traefik's `Retry-After` is this number too. A weight above the whole quota (config
+    /// refuses such costs) is never admitted: its wait is that of a request taking the whole
+    /// quota.
     pub retry_after: Nanos,
     /// Nanoseconds an admitted request waits for its reserved token before it may pass: zero
     /// but for a bucket with a `max_delay` whose next token is still to come. It holds for the
@@ -144,12 +153,12 @@ impl Limit {
         self
     }
 
-    /// What one request of cost `cost` adds to this limit: `cost`, or 1 for a limit that
-    /// counts requests. Concurrency limits hold one slot whatever the cost.
+    /// What one request of cost `cost` adds to this limit: `cost` (at least 1), or 1 for a
+    /// limit that counts requests. Concurrency limits hold one slot whatever the cost.
     pub fn weight(&self, cost: u32) -> u32 {
         match (self.algorithm, self.counts) {
             (Algorithm::Concurrent { .. }, _) | (_, Counts::Requests) => 1,
-            (_, Counts::Cost) => cost,
+            (_, Counts::Cost) => cost.max(1),
         }
     }
 
@@ -177,41 +186,45 @@ impl Limit {
         }
     }
 
-    /// Whether one more request at `now` fits, for a state already [`roll`](Self::roll)ed.
-    pub fn admits(&self, state: &State, now: Nanos) -> bool {
+    /// Whether a request of `weight` ([`Limit::weight`], at least 1) fits at `now`, for a
+    /// state already [`roll`](Self::roll)ed: the window has `weight` left, or the bucket's
+    /// `weight`-th token is due (within `max_delay`).
+    pub fn admits(&self, state: &State, now: Nanos, weight: u32) -> bool {
         match self.algorithm {
-            Algorithm::Fixed { requests, .. } => state.count < requests.get(),
+            Algorithm::Fixed { requests, .. } => fixed::admits(requests, state, weight),
             Algorithm::Sliding { requests, window } => {
-                sliding::used(window, state, now) < u64::from(requests.get())
+                sliding::used(window, state, now) + u64::from(weight) <= u64::from(requests.get())
             }
             Algorithm::Gcra { emission, burst, max_delay } => {
-                gcra::admits(emission, burst, max_delay, state, now)
+                gcra::admits(emission, burst, max_delay, state, now, weight)
             }
             // TODO(part 7, store): slots are counted by the store.
             Algorithm::Concurrent { .. } => true,
         }
     }
 
-    /// Counts one request at `now` into a state already rolled (admitted or not: whether to
-    /// count a denied one is the caller's choice).
-    pub fn record(&self, state: &mut State, now: Nanos) {
+    /// Counts a request of `weight` at `now` into a state already rolled (admitted or not:
+    /// whether to count a denied one is the caller's choice). Counts saturate at `u32::MAX`;
+    /// a bucket's debt stops at [`MAX_SPAN`].
+    pub fn record(&self, state: &mut State, now: Nanos, weight: u32) {
         match self.algorithm {
             Algorithm::Fixed { .. } | Algorithm::Sliding { .. } => {
-                state.count = state.count.saturating_add(1)
+                state.count = state.count.saturating_add(weight)
             }
-            Algorithm::Gcra { emission, .. } => gcra::record(emission, state, now),
+            Algorithm::Gcra { emission, .. } => gcra::record(emission, state, now, weight),
             Algorithm::Concurrent { .. } => {}
         }
     }
 
-    /// The verdict on a request at `now` that this limit `allowed` (as [`admits`](Self::admits)
-    /// said before anything was counted), read from `state` as the request left it: recorded
-    /// or not, so the wait it gives is the wait the next request really has.
-    pub fn verdict(&self, state: &State, now: Nanos, allowed: bool) -> Verdict {
+    /// The verdict on a request of `weight` at `now` that this limit `allowed` (as
+    /// [`admits`](Self::admits) said before anything was counted), read from `state` as the
+    /// request left it: recorded or not, so the wait it gives is the wait the next request of
+    /// that weight really has.
+    pub fn verdict(&self, state: &State, now: Nanos, allowed: bool, weight: u32) -> Verdict {
         let (remaining, reset, retry_after, window) = match self.algorithm {
-            Algorithm::Fixed { requests, window } => fixed::after(requests, window, state, now),
-            Algorithm::Sliding { requests, window } => sliding::after(requests, window, state, now),
-            Algorithm::Gcra { emission, burst, .. } => gcra::after(emission, burst, state, now),
+            Algorithm::Fixed { requests, window } => fixed::after(requests, window, state, now, weight),
+            Algorithm::Sliding { requests, window } => sliding::after(requests, window, state, now, weight),
+            Algorithm::Gcra { emission, burst, .. } => gcra::after(emission, burst, state, now, weight),
             // TODO(part 7, store): the store fills these in from the slots.
             Algorithm::Concurrent { max, .. } => (max.get(), 0, 0, 0),
         };
@@ -225,11 +238,12 @@ impl Limit {
     }
 
     /// Nanoseconds from the verdict's `now` until this limit's quota is available again, the
-    /// `t` of its `RateLimit` item: with nothing left, the wait for the next request
-    /// (`retry_after`); else, for a window, its end; for a bucket, the next token (zero when
-    /// full), not the whole bucket, as a bucket refills one token at a time.
+    /// `t` of its `RateLimit` item: with too little left for a request of the verdict's
+    /// weight, the wait for it (`retry_after`); else, for a window, its end; for a bucket, the
+    /// next token (zero when full), not the whole bucket, as a bucket refills one token at a
+    /// time.
     pub fn available_in(&self, v: &Verdict) -> Nanos {
-        if v.remaining == 0 {
+        if v.retry_after > 0 {
             return v.retry_after;
         }
         match self.algorithm {
@@ -287,28 +301,34 @@ fn stable_id(kind: u8, window: u64) -> u32 {
 pub(crate) mod tests {
     use super::*;
 
-    /// Runs one request through admits, record and verdict, counting it only if allowed.
+    /// Runs one request of weight 1 through admits, record and verdict, counting it only if
+    /// allowed.
     pub(crate) fn hit(limit: &Limit, state: &mut State, now: Nanos) -> Verdict {
+        hit_weighing(limit, state, now, 1)
+    }
+
+    /// [`hit`] for a request of `weight`.
+    pub(crate) fn hit_weighing(limit: &Limit, state: &mut State, now: Nanos, weight: u32) -> Verdict {
         limit.roll(state, now);
-        let allowed = limit.admits(state, now);
+        let allowed = limit.admits(state, now, weight);
         if allowed {
-            limit.record(state, now);
+            limit.record(state, now, weight);
         }
-        limit.verdict(state, now, allowed)
+        limit.verdict(state, now, allowed, weight)
     }
 
     /// Like [`hit`], but counts the request even if denied (`count_denied`).
     pub(crate) fn hit_counting_denied(limit: &Limit, state: &mut State, now: Nanos) -> Verdict {
         limit.roll(state, now);
-        let allowed = limit.admits(state, now);
-        limit.record(state, now);
-        limit.verdict(state, now, allowed)
+        let allowed = limit.admits(state, now, 1);
+        limit.record(state, now, 1);
+        limit.verdict(state, now, allowed, 1)
     }
 
-    /// Whether a request at `t` would be admitted, leaving `state` as it is.
+    /// Whether a request of weight 1 at `t` would be admitted, leaving `state` as it is.
     pub(crate) fn admits_at(limit: &Limit, state: &State, t: Nanos) -> bool {
         let mut probe = *state;
         limit.roll(&mut probe, t);
-        limit.admits(&probe, t)
+        limit.admits(&probe, t, 1)
     }
 }

@@ -31,33 +31,37 @@ pub(super) fn used(window: Window, state: &State, now: Nanos) -> u64 {
     u64::from(state.count) + weighted(state.previous, state.at, window.len_at(now), now)
 }
 
-/// Remaining, reset, retry-after and window length, from a rolled state.
+/// Remaining, reset, retry-after (for a request of `weight`) and window length, from a
+/// rolled state.
 pub(super) fn after(
     requests: NonZeroU32,
     window: Window,
     state: &State,
     now: Nanos,
+    weight: u32,
 ) -> (u32, Nanos, Nanos, Nanos) {
     let quota = requests.get();
+    let weight = weight.clamp(1, quota);
     let end = state.at;
     let len = window.len_at(now);
     let used = used(window, state, now);
     let remaining = u32::try_from(u64::from(quota).saturating_sub(used)).expect("at most the quota");
-    let retry_after = if remaining > 0 {
+    let retry_after = if remaining >= weight {
         0
-    } else if state.count < quota {
-        // Within this window, once the previous window's weight has shrunk enough:
+    } else if u64::from(state.count) + u64::from(weight) <= u64::from(quota) {
+        // Within this window, once the previous window's weight has shrunk to k:
         // ceil(previous * (end - t) / len) <= k  <=>  t >= end - floor(k * len / previous).
         // The weight is above k now, so previous > k and the instant lies in this window.
-        let k = u128::from(quota - 1 - state.count);
+        let k = u128::from(quota - weight - state.count);
         let slack = k * u128::from(len) / u128::from(state.previous.max(1));
         end - Nanos::try_from(slack).expect("below len") - now
     } else {
-        // This window is full: in the next one, this window's count is the weight.
+        // This window has no room for it: in the next one, this window's count is the weight,
+        // and count > k.
         let next_end = window.bounds(end).1;
         let next_len = next_end - end;
-        let k = u128::from(quota - 1);
-        let slack = k * u128::from(next_len) / u128::from(state.count);
+        let k = u128::from(quota - weight);
+        let slack = k * u128::from(next_len) / u128::from(state.count.max(1));
         next_end - Nanos::try_from(slack).expect("below the next window's length") - now
     };
     (remaining, end - now, retry_after, len)
@@ -65,7 +69,7 @@ pub(super) fn after(
 
 #[cfg(test)]
 mod tests {
-    use crate::limiter::tests::{admits_at, hit, hit_counting_denied};
+    use crate::limiter::tests::{admits_at, hit, hit_counting_denied, hit_weighing};
     use crate::limiter::{Algorithm, Limit, State, SECOND};
     use std::num::NonZeroU32;
 
@@ -143,6 +147,23 @@ mod tests {
         assert_eq!(v.retry_after, allowed_at - now);
         assert!(!admits_at(&limit, &state, allowed_at - 1));
         assert!(hit_counting_denied(&limit, &mut state, allowed_at).allowed);
+    }
+
+    #[test]
+    fn a_heavy_request_waits_until_the_previous_window_weighs_little_enough() {
+        // 10 per minute, 8 counted last minute; 15 s in, ceil(8 * 45 / 60) = 6 weigh, 4 remain.
+        let limit = sliding_minute(10);
+        let mut state = State { at: T0 + 60 * SECOND, count: 8, previous: 0 };
+        let now = T0 + 75 * SECOND;
+        let v = hit_weighing(&limit, &mut state, now, 5);
+        assert!(!v.allowed);
+        assert_eq!(v.remaining, 4);
+        // Cost 5 fits once ceil(8 * (end - t) / 60 s) <= 5  <=>  t >= end - 37.5 s.
+        assert_eq!(v.retry_after, 7 * SECOND + SECOND / 2);
+        assert!(!hit_weighing(&limit, &mut state, now + v.retry_after - 1, 5).allowed);
+        let v = hit_weighing(&limit, &mut state, now + v.retry_after, 5);
+        assert!(v.allowed);
+        assert_eq!(v.remaining, 0);
     }
 
     #[test]

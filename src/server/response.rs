@@ -559,7 +559,7 @@ mod tests {
             let plan = Plan::new("free", false, vec![limit.clone()]);
             let caller = Caller::Token(Key(1));
             let mut state = State::default();
-            let v = limit.verdict(&state, T0, true);
+            let v = limit.verdict(&state, T0, true, 1);
             let verdicts = [judged(&limit, v)];
             let items = sf_items(&allowed(&report(&plan, &caller, &verdicts)), &RATELIMIT_POLICY);
             let [item] = &items[..] else { panic!("{items:?}") };

@@ -11,9 +11,10 @@
 -- ARGV[1]  "1" to count denied requests too.
 -- ARGV[2]  now, in nanoseconds since the epoch; empty for Redis's own clock (`TIME`), so that
 --          replicas with skewed clocks agree.
--- ARGV[3 + 4(i-1) ..]  for limit i: kind ("f" fixed, "s" sliding, "g" GCRA), quota,
+-- ARGV[3 + 5(i-1) ..]  for limit i: kind ("f" fixed, "s" sliding, "g" GCRA), quota,
 --          a (window length in seconds, 0 for a calendar month; GCRA: emission interval in ns),
---          b (window offset in seconds: weeks start on Monday; GCRA: max_delay in ns).
+--          b (window offset in seconds: weeks start on Monday; GCRA: max_delay in ns),
+--          w (the request's weight in this limit: its cost, or 1; at least 1).
 -- Reply: {all allowed (0/1), then per limit: allowed, remaining, reset ns, retry ns, window ns,
 --          wait ns}, each read from the state the request left behind.
 
@@ -125,8 +126,11 @@ local n = #KEYS
 local limits = {}
 local all = true
 for i = 1, n do
-  local j = 3 + (i - 1) * 4
-  local l = { kind = ARGV[j], quota = tonumber(ARGV[j + 1]), a = tonumber(ARGV[j + 2]), b = tonumber(ARGV[j + 3]) }
+  local j = 3 + (i - 1) * 5
+  local l = { kind = ARGV[j], quota = tonumber(ARGV[j + 1]), a = tonumber(ARGV[j + 2]), b = tonumber(ARGV[j + 3]),
+              w = tonumber(ARGV[j + 4]) }
+  -- What the verdict's waits are for: a weight above the whole quota waits as one taking it all.
+  l.wq = math.min(l.w, l.quota)
   local v = redis.call('HMGET', KEYS[i], 's', 'n', 'c', 'p', 'a')
   l.s, l.n, l.c, l.p = tonumber(v[1]), tonumber(v[2]) or 0, tonumber(v[3]) or 0, tonumber(v[4]) or 0
   if l.s == nil then
@@ -136,8 +140,10 @@ for i = 1, n do
   end
   if l.kind == 'g' then
     l.tau = l.a * (l.quota - 1)
-    -- Within max_delay of its token, a request reserves it and waits (limiter::gcra).
-    l.ok = debt(l) <= l.tau + l.b
+    -- Within max_delay of its last token (w - 1 intervals after the TAT), a request reserves
+    -- its tokens and waits (limiter::gcra). A product past 2^53 rounds, but stays above the
+    -- right side, which is below 2^53.
+    l.ok = debt(l) + (l.w - 1) * l.a <= l.tau + l.b
   else
     local start, stop = bounds(l.a, l.b, now_s)
     if now_s >= l.s then
@@ -147,7 +153,7 @@ for i = 1, n do
     end
     l.len = (stop - start) * E9
     l.used = used(l)
-    l.ok = l.used < l.quota
+    l.ok = l.used + l.w <= l.quota
   end
   all = all and l.ok
   limits[i] = l
@@ -162,10 +168,12 @@ for i = 1, n do
   if l.kind == 'g' then
     local e = l.a
     if record then
-      -- One emission interval on, the debt capped at MAX_SPAN (as limiter::gcra::record).
+      -- w emission intervals on, the debt capped at MAX_SPAN (as limiter::gcra::record). An
+      -- inexact product is past 2^53 > MAX_SPAN either way.
       local d = debt(l)
+      local add = e * l.w
       local moved
-      if d >= MAX_SPAN - e then moved = math.max(MAX_SPAN, d) else moved = d + e end
+      if d >= MAX_SPAN - add then moved = math.max(MAX_SPAN, d) else moved = d + add end
       local total = now_n + moved
       l.s, l.n = now_s + div(total, E9), math.fmod(total, E9)
       redis.call('HSET', KEYS[i], 's', l.s, 'n', l.n)
@@ -174,13 +182,17 @@ for i = 1, n do
     local d = debt(l)
     remaining = (d <= l.tau) and (div(l.tau - d, e) + 1) or 0
     reset = d
-    retry = math.max(d - l.tau, 0)
+    -- Its last token comes (wq - 1) intervals after the TAT; tau less those is exact, d plus
+    -- them need not be.
+    retry = math.max(d - (l.tau - (l.wq - 1) * e), 0)
     window = e * l.quota
     if l.ok and l.b > 0 then wait = math.max(d - window, 0) end
   else
     if record then
-      -- Counts saturate at u32::MAX, as limiter's do. The weight stays as it was.
-      if l.c < 4294967295 then l.c = l.c + 1; l.used = l.used + 1 end
+      -- Counts saturate at u32::MAX, as limiter's do. The previous window's weight stays.
+      local c = math.min(l.c + l.w, 4294967295)
+      l.used = l.used + (c - l.c)
+      l.c = c
       local expires = l.s
       if l.kind == 's' then
         local _, nstop = bounds(l.a, l.b, l.s)
@@ -192,17 +204,17 @@ for i = 1, n do
     remaining = math.max(l.quota - l.used, 0)
     reset = from_now(l.s, 0)
     window = l.len
-    if remaining > 0 then
+    if remaining >= l.wq then
       retry = 0
     elseif l.kind == 'f' then
       retry = reset
-    elseif l.c < l.quota then
+    elseif l.c + l.wq <= l.quota then
       -- Within this window, once the previous window's weight has shrunk enough.
-      retry = reset - muldiv(l.quota - 1 - l.c, l.len, math.max(l.p, 1))
+      retry = reset - muldiv(l.quota - l.wq - l.c, l.len, math.max(l.p, 1))
     else
-      -- This window is full: in the next one, this window's count is the weight.
+      -- No room in this window: in the next one, this window's count is the weight.
       local nstart, nstop = bounds(l.a, l.b, l.s)
-      retry = from_now(nstop, 0) - muldiv(l.quota - 1, (nstop - nstart) * E9, l.c)
+      retry = from_now(nstop, 0) - muldiv(l.quota - l.wq, (nstop - nstart) * E9, math.max(l.c, 1))
     end
   end
   table.insert(out, l.ok and 1 or 0)

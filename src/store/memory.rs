@@ -222,7 +222,7 @@ impl Memory {
             prune(states, scope.limits);
             for (limit, (_, state)) in scope.limits.iter().zip(states.iter_mut()) {
                 limit.roll(state, now);
-                let admits = limit.admits(state, now);
+                let admits = limit.admits(state, now, limit.weight(scope.cost));
                 enforced_pass &= admits || scope.mode == Mode::DryRun;
                 admitted.push(admits);
             }
@@ -241,10 +241,11 @@ impl Memory {
             let mut expires = now;
             for ((limit, (_, state)), &allowed) in scope.limits.iter().zip(entry.states.iter_mut()).zip(mine)
             {
+                let weight = limit.weight(scope.cost);
                 if record {
-                    limit.record(state, now);
+                    limit.record(state, now, weight);
                 }
-                let verdict = limit.verdict(state, now, allowed);
+                let verdict = limit.verdict(state, now, allowed, weight);
                 verdicts.push(Judged { limit, rule: scope.rule, mode: scope.mode, verdict });
                 expires = expires.max(limit.expires(state));
             }

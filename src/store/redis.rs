@@ -366,7 +366,7 @@ impl Redis {
                     // TODO(part 7, store): slots in the script.
                     Algorithm::Concurrent { max, hold } => ("c", max.get(), hold, 0),
                 };
-                invocation.arg(kind).arg(quota).arg(a).arg(b);
+                invocation.arg(kind).arg(quota).arg(a).arg(b).arg(l.weight(s.cost));
             }
         }
         let reply = {
@@ -426,12 +426,13 @@ impl Redis {
     }
 }
 
-/// Identifies the set of limits a decision was made for, so a remembered denial is only reused
-/// for requests with the same limits.
+/// Identifies the set of limits a decision was made for, and what the request cost in each,
+/// so a remembered denial is only reused for requests with the same limits and costs.
 fn scopes_fingerprint(scopes: &[Scope<'_>]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for s in scopes {
-        for x in std::iter::once(s.id)
+        for x in [s.id, s.cost]
+            .into_iter()
             .chain(s.limits.iter().map(|l| l.id))
             .chain(s.limits.iter().map(|l| l.quota()))
         {
