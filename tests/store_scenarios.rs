@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use quotagate::config::OnError;
 use quotagate::identity::Key;
 use quotagate::limiter::{Algorithm, Counts, Limit, Nanos, Window, SECOND};
-use quotagate::store::{Counting, Decision, Health, Memory, Mode, Redis, Scope, Store, StoreError};
+use quotagate::store::{Counting, Decision, Health, Memory, Mode, Redis, Scope, Store, StoreError, TicketId};
 use support::{RedisCluster, RedisServer};
 
 fn now() -> Nanos {
@@ -47,6 +47,19 @@ fn rand_u32() -> u32 {
 
 async fn check<'p>(store: &Store, who: Key, scopes: &[Scope<'p>], counting: Counting) -> Decision<'p> {
     store.check(who, scopes, now(), counting).await.expect("the store decides")
+}
+
+/// A check holding its slots under `ticket`.
+async fn hold<'p>(store: &Store, who: Key, scopes: &[Scope<'p>], ticket: TicketId) -> Decision<'p> {
+    store.check_ticket(who, scopes, now(), Counting::AllowedOnly, ticket).await.expect("the store decides")
+}
+
+fn concurrent(max: u32) -> Limit {
+    // Held for an hour: no slot frees itself during a test.
+    Limit::new(
+        "concurrent",
+        Algorithm::Concurrent { max: NonZeroU32::new(max).unwrap(), hold: 3600 * SECOND },
+    )
 }
 
 fn secs(n: Nanos) -> i64 {
@@ -177,6 +190,69 @@ async fn scenarios(store: Arc<Store>) {
     // A request of cost 1 finds nothing left either.
     let d = check(&store, who, &[Scope::enforced(0, &costly)], Counting::AllowedOnly).await;
     assert!(!d.is_allowed());
+
+    // Concurrency: two in flight at once, the third told to wait for the oldest slot's hold;
+    // a denied request counts nowhere and takes no slot.
+    let plan = vec![concurrent(2), fixed("day", 100, Window::Day)];
+    let who = caller();
+    let scopes = [Scope::enforced(0, &plan)];
+    assert_eq!(hold(&store, who, &scopes, 1).await.verdicts()[0].verdict.remaining, 1);
+    let d = hold(&store, who, &scopes, 2).await;
+    assert!(d.is_allowed());
+    assert_eq!(d.verdicts()[0].verdict.remaining, 0);
+    for ticket in 3..6 {
+        let d = hold(&store, who, &scopes, ticket).await;
+        assert!(!d.is_allowed());
+        let v = d.verdicts()[0].verdict;
+        assert_eq!((v.quota, v.remaining, v.window), (2, 0, 3600 * SECOND));
+        assert!((secs(v.retry_after) - 3600).abs() <= 2, "{v:?}");
+        assert_eq!(v.retry_after, v.reset);
+        assert_eq!(d.verdicts()[1].verdict.remaining, 98, "the day counted the two admitted only");
+    }
+    // Another scope of the same caller has slots of its own.
+    let rule = vec![concurrent(1)];
+    let d = hold(&store, who, &[Scope::enforced(0, &plan), Scope::enforced(5, &rule)], 6).await;
+    assert!(!d.is_allowed(), "the plan's slots are full");
+    assert!(hold(&store, who, &[Scope::enforced(5, &rule)], 7).await.is_allowed(), "no slot taken by 6");
+
+    // All or nothing: a full day limit keeps a request from taking a slot.
+    let plan = vec![concurrent(3)];
+    let rule = vec![fixed("rule.day", 1, Window::Day)];
+    let who = caller();
+    let both = [Scope::enforced(0, &plan), Scope::enforced(5, &rule)];
+    assert!(hold(&store, who, &both, 1).await.is_allowed());
+    let d = hold(&store, who, &both, 2).await;
+    assert!(!d.is_allowed());
+    assert_eq!(d.verdicts()[0].verdict.remaining, 2, "the denied request took no slot");
+
+    // Concurrent requests for one caller: exactly `concurrent` get a slot.
+    let who = caller();
+    let tasks: Vec<_> = (0..100u128)
+        .map(|ticket| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let plan = [concurrent(3)];
+                let allowed = hold(&store, who, &[Scope::enforced(0, &plan)], ticket).await.is_allowed();
+                allowed
+            })
+        })
+        .collect();
+    let mut passed = 0;
+    for t in tasks {
+        passed += usize::from(t.await.unwrap());
+    }
+    assert_eq!(passed, 3, "concurrent requests holding slots");
+
+    // A dry-run scope holds slots of its own and never decides.
+    let plan = vec![fixed("day", 10, Window::Day)];
+    let rule = vec![concurrent(1)];
+    let who = caller();
+    let scopes =
+        [Scope::enforced(0, &plan), Scope { id: 5, mode: Mode::DryRun, rule: None, limits: &rule, cost: 1 }];
+    assert!(hold(&store, who, &scopes, 1).await.is_allowed());
+    let d = hold(&store, who, &scopes, 2).await;
+    assert!(d.is_allowed());
+    assert!(!d.verdicts()[1].verdict.allowed, "would have been denied");
 
     // Dry-run scopes are checked and counted each on its own: they never decide the answer nor
     // keep the enforced scope from counting, and they count what the enforced scope denies.

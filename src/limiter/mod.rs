@@ -5,7 +5,8 @@
 //! - [`fixed`]: `requests` per calendar-aligned window (the seed article's model);
 //! - [`sliding`]: the same quota, with the previous window's count weighted by how much of it
 //!   still overlaps the last window-length of time (Cloudflare's "sliding window counter");
-//! - [`gcra`]: a token bucket with Traefik's `average`/`period`/`burst` semantics, as GCRA.
+//! - [`gcra`]: a token bucket with Traefik's `average`/`period`/`burst` semantics, as GCRA;
+//! - [`concurrent`]: requests in flight, read off the slots a store keeps ([`slot_end`]).
 //!
 //! Where the counters live (and how several limits are checked atomically) is `store`'s business.
 //! Checking is two-phase so a store can check every limit of a request before counting any:
@@ -27,6 +28,7 @@
 //! exact below 2^53) compute the very same integers as this module.
 
 pub mod calendar;
+mod concurrent;
 mod fixed;
 mod gcra;
 mod sliding;
@@ -35,6 +37,7 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 
 pub use calendar::Window;
+pub use concurrent::slot_end;
 
 /// Nanoseconds since the Unix epoch, UTC. `u64` lasts until the year 2554.
 pub type Nanos = u64;
@@ -64,8 +67,9 @@ pub enum Algorithm {
     Gcra { emission: Nanos, burst: NonZeroU32, max_delay: Nanos },
     /// At most `max` requests in flight at once (`{ concurrent, hold }`). Not a counter: each
     /// admitted request holds a slot (a ticket) until its backend closes it or `hold`
-    /// nanoseconds pass, whichever comes first. The store keeps the slots; the arithmetic
-    /// here treats such a limit as always admitting (see `store`).
+    /// nanoseconds pass ([`slot_end`]), whichever comes first. The store keeps the slots and
+    /// reads a [`State`] off them ([`State::holding`]) before each check; one request holds one
+    /// slot whatever its cost.
     Concurrent { max: NonZeroU32, hold: Nanos },
 }
 
@@ -94,12 +98,14 @@ pub struct Limit {
 }
 
 /// Counter state of one limit for one caller. 16 bytes; what the fields mean depends on the
-/// algorithm (see each module). `State::default()` is a caller never seen.
+/// algorithm (see each module). `State::default()` is a caller never seen (holding no slot).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct State {
-    /// fixed, sliding: end of the current window; gcra: the theoretical arrival time (TAT).
+    /// fixed, sliding: end of the current window; gcra: the theoretical arrival time (TAT);
+    /// concurrent: when the oldest live slot frees itself (0 with none).
     pub at: Nanos,
-    /// fixed, sliding: requests counted in the current window.
+    /// fixed, sliding: requests (units of cost) counted in the current window; concurrent:
+    /// live slots.
     pub count: u32,
     /// sliding: requests counted in the previous window.
     pub previous: u32,
@@ -198,14 +204,14 @@ impl Limit {
             Algorithm::Gcra { emission, burst, max_delay } => {
                 gcra::admits(emission, burst, max_delay, state, now, weight)
             }
-            // TODO(part 7, store): slots are counted by the store.
-            Algorithm::Concurrent { .. } => true,
+            Algorithm::Concurrent { max, .. } => concurrent::admits(max, state),
         }
     }
 
     /// Counts a request of `weight` at `now` into a state already rolled (admitted or not:
     /// whether to count a denied one is the caller's choice). Counts saturate at `u32::MAX`;
-    /// a bucket's debt stops at [`MAX_SPAN`].
+    /// a bucket's debt stops at [`MAX_SPAN`]. Nothing for a concurrency limit: the store
+    /// inserts an admitted request's slot.
     pub fn record(&self, state: &mut State, now: Nanos, weight: u32) {
         match self.algorithm {
             Algorithm::Fixed { .. } | Algorithm::Sliding { .. } => {
@@ -225,8 +231,7 @@ impl Limit {
             Algorithm::Fixed { requests, window } => fixed::after(requests, window, state, now, weight),
             Algorithm::Sliding { requests, window } => sliding::after(requests, window, state, now, weight),
             Algorithm::Gcra { emission, burst, .. } => gcra::after(emission, burst, state, now, weight),
-            // TODO(part 7, store): the store fills these in from the slots.
-            Algorithm::Concurrent { max, .. } => (max.get(), 0, 0, 0),
+            Algorithm::Concurrent { max, hold } => concurrent::after(max, hold, state, now),
         };
         let wait = match self.algorithm {
             Algorithm::Gcra { emission, burst, max_delay } if allowed && max_delay > 0 => {
@@ -277,10 +282,12 @@ impl Limit {
     }
 
     /// When this state stops mattering: after that instant a fresh state behaves the same.
-    /// Stores use it as the entry's expiry.
+    /// Stores use it as the entry's expiry. A concurrency limit's state is read off its slots
+    /// each time, so it never matters: the store keeps the slots until the last one ends.
     pub fn expires(&self, state: &State) -> Nanos {
         match self.algorithm {
-            Algorithm::Fixed { .. } | Algorithm::Gcra { .. } | Algorithm::Concurrent { .. } => state.at,
+            Algorithm::Concurrent { .. } => 0,
+            Algorithm::Fixed { .. } | Algorithm::Gcra { .. } => state.at,
             // The previous window's count weighs on the whole next window.
             Algorithm::Sliding { window, .. } => window.bounds(state.at).1,
         }

@@ -19,6 +19,16 @@
 //! entries of its shard and drops them if they have expired, so expired entries are reclaimed
 //! as callers arrive, with no background task and no pause.
 //!
+//! **Concurrency slots** live beside the entries, in the same shard and under the same lock: per
+//! (caller, scope) whose limits include a concurrency limit, each ticket holding a slot and when
+//! its hold ends. A check prunes the slots of each scope it reads (nothing else needs to run for
+//! them to free themselves), then admits, counts and inserts the request's slot all-or-nothing
+//! with the other limits. Each slot takes room in the shard as an entry does, so `max_keys`
+//! bounds entries and slots together; an entry keeps its scope's slots until the last one
+//! ends, and they go with it when it is evicted. Slots are not written to snapshots: a restart
+//! frees them all, as their backends' tickets can no longer be closed in a store that forgot
+//! them anyway.
+//!
 //! **Why not moka** (the stack's first choice, still used for the Redis store's local tier of
 //! denials): it keeps per entry an `Arc`, access-order and write-order deque nodes, a timer-wheel
 //! node and atomics, which measured 467 bytes of RSS per live key against a target of 200, and
@@ -30,9 +40,9 @@ use parking_lot::Mutex;
 use rustc_hash::FxBuildHasher;
 use smallvec::SmallVec;
 
-use super::{Counting, Decision, Judged, Mode, Scope, Verdicts};
+use super::{Counting, Decision, Judged, Mode, Scope, TicketId, Verdicts};
 use crate::identity::Key;
-use crate::limiter::{Limit, Nanos, State};
+use crate::limiter::{slot_end, Algorithm, Limit, Nanos, State};
 
 /// Shards for a large store: a power of two, enough that two requests on different cores
 /// rarely meet on one lock.
@@ -54,6 +64,68 @@ struct EntryKey {
 /// Limit states of one entry, each tagged with its limit's id; inline for up to two limits.
 pub(crate) type States = SmallVec<[(u32, State); 2]>;
 
+/// The concurrency slots of one (caller, scope): each ticket holding one, and when its hold
+/// ends.
+type Slots = Vec<(TicketId, Nanos)>;
+
+/// The concurrency slots of one shard, by the key of the entry they belong to.
+#[derive(Debug, Default)]
+struct Held {
+    sets: std::collections::HashMap<EntryKey, Slots, FxBuildHasher>,
+    /// Slots in `sets`: they take room in the shard as entries do.
+    count: usize,
+    /// Slots dropped since the start because their hold had ended.
+    ended: u64,
+}
+
+impl Held {
+    /// Drops the slots of `key` whose hold has ended by `now`; returns the state of the rest.
+    fn prune(&mut self, key: &EntryKey, now: Nanos) -> State {
+        let Some(slots) = self.sets.get_mut(key) else { return State::default() };
+        let before = slots.len();
+        slots.retain(|&(_, end)| end > now);
+        let gone = before - slots.len();
+        self.count -= gone;
+        self.ended += gone as u64;
+        State::holding(slots.iter().map(|&(_, end)| end))
+    }
+
+    /// `ticket` holds a slot of `key` until `end` (already holding one: until `end` now, as
+    /// Redis's `ZADD` has it); returns the state of the slots.
+    fn insert(&mut self, key: EntryKey, ticket: TicketId, end: Nanos) -> State {
+        let slots = self.sets.entry(key).or_default();
+        match slots.iter_mut().find(|(t, _)| *t == ticket) {
+            Some(slot) => slot.1 = end,
+            None => {
+                slots.push((ticket, end));
+                self.count += 1;
+            }
+        }
+        State::holding(slots.iter().map(|&(_, end)| end))
+    }
+
+    /// When the last slot of `key` ends (0 with none).
+    fn last_end(&self, key: &EntryKey) -> Nanos {
+        self.sets.get(key).and_then(|slots| slots.iter().map(|&(_, end)| end).max()).unwrap_or(0)
+    }
+
+    /// Drops every slot of `key`, whose entry is gone, counting those whose hold had ended.
+    fn forget(&mut self, key: &EntryKey, now: Nanos) {
+        if self.sets.is_empty() {
+            return;
+        }
+        if let Some(slots) = self.sets.remove(key) {
+            self.count -= slots.len();
+            self.ended += slots.iter().filter(|&&(_, end)| end <= now).count() as u64;
+        }
+    }
+
+    /// Slots whose hold has not ended by `now`.
+    fn live(&self, now: Nanos) -> u64 {
+        self.sets.values().flatten().filter(|&&(_, end)| end > now).count() as u64
+    }
+}
+
 /// The states of one (caller, scope).
 #[derive(Debug)]
 struct Entry {
@@ -68,6 +140,8 @@ struct Entry {
 #[derive(Debug)]
 struct Shard {
     map: IndexMap<EntryKey, Entry, FxBuildHasher>,
+    held: Held,
+    /// Entries and slots this shard holds at most.
     capacity: usize,
     /// Draws eviction candidates.
     rng: fastrand::Rng,
@@ -78,16 +152,27 @@ struct Shard {
 }
 
 impl Shard {
-    /// Makes room for `needed` new entries, never evicting one of `keep`'s. Returns whether
-    /// anything was removed (which moves other entries' indices).
+    /// Whether `needed` more entries or slots would not fit.
+    fn is_short_of(&self, needed: usize) -> bool {
+        self.map.len() + self.held.count + needed > self.capacity
+    }
+
+    /// Makes room for `needed` new entries or slots, never evicting one of `keep`'s. Returns
+    /// whether anything was removed (which moves other entries' indices).
     fn make_room(&mut self, needed: usize, keep: [u64; 2], now: Nanos) -> bool {
         let mut removed = self.sweep(now);
-        while self.map.len() + needed > self.capacity {
+        while self.is_short_of(needed) {
             let Some(victim) = self.victim(keep, now) else { break };
-            self.map.swap_remove_index(victim);
+            self.remove(victim, now);
             removed = true;
         }
         removed
+    }
+
+    /// Removes entry `i` and its slots.
+    fn remove(&mut self, i: usize, now: Nanos) {
+        let (key, _) = self.map.swap_remove_index(i).expect("an index below len");
+        self.held.forget(&key, now);
     }
 
     /// Drops the next [`SWEEP`] entries from the cursor if they have expired.
@@ -99,7 +184,7 @@ impl Shard {
             }
             match self.map.get_index(self.cursor) {
                 Some((_, entry)) if entry.expires <= now => {
-                    self.map.swap_remove_index(self.cursor);
+                    self.remove(self.cursor, now);
                     removed = true;
                 }
                 Some(_) => self.cursor += 1,
@@ -154,6 +239,7 @@ impl Memory {
                 let capacity = max_keys / count + u64::from(i < max_keys % count);
                 Mutex::new(Shard {
                     map: IndexMap::default(),
+                    held: Held::default(),
                     capacity: usize::try_from(capacity).unwrap_or(usize::MAX),
                     rng: fastrand::Rng::with_seed(i),
                     cursor: 0,
@@ -169,6 +255,18 @@ impl Memory {
         self.shards.iter().map(|s| s.lock().map.len() as u64).sum()
     }
 
+    /// Concurrency slots whose hold has not ended at `now`: requests in flight, exactly. Reads
+    /// every slot, one shard at a time (for a metrics scrape, not for checks).
+    pub fn in_flight(&self, now: Nanos) -> u64 {
+        self.shards.iter().map(|s| s.lock().held.live(now)).sum()
+    }
+
+    /// Slots freed by their hold (not by a close, nor by eviction) since the start, as checks
+    /// and evictions find them.
+    pub fn slots_ended(&self) -> u64 {
+        self.shards.iter().map(|s| s.lock().held.ended).sum()
+    }
+
     /// The shard of `caller`: a multiplicative hash of both halves, so that callers which
     /// differ in any bits (tests use small integers) spread over all shards.
     fn shard(&self, caller: [u64; 2]) -> &Mutex<Shard> {
@@ -176,7 +274,7 @@ impl Memory {
         &self.shards[(mixed >> 40) as usize & (self.shards.len() - 1)]
     }
 
-    /// See [`super::Store::check`].
+    /// See [`super::Store::check`]: [`Memory::check_ticket`] under a random ticket.
     pub fn check<'p>(
         &self,
         caller: Key,
@@ -184,43 +282,63 @@ impl Memory {
         now: Nanos,
         counting: Counting,
     ) -> Decision<'p> {
+        self.check_ticket(caller, scopes, now, counting, fastrand::u128(..))
+    }
+
+    /// See [`super::Store::check_ticket`].
+    pub fn check_ticket<'p>(
+        &self,
+        caller: Key,
+        scopes: &[Scope<'p>],
+        now: Nanos,
+        counting: Counting,
+        ticket: TicketId,
+    ) -> Decision<'p> {
         debug_assert!(scopes.windows(2).all(|w| w[0].id < w[1].id), "scopes sorted and distinct");
         let halves = [(caller.0 >> 64) as u64, caller.0 as u64];
         let keys: SmallVec<[EntryKey; 4]> =
             scopes.iter().map(|s| EntryKey { caller: halves, scope: s.id }).collect();
-        let mut shard = self.shard(halves).lock();
+        // Slots this request may take, one per scope with a concurrency limit.
+        let slotted = scopes.iter().filter(|s| s.holds_slot()).count();
+        let mut guard = self.shard(halves).lock();
+        let shard = &mut *guard;
         shard.clock += 1;
         let tick = shard.clock;
 
-        // Find or make every entry first: inserting may evict, which moves indices.
-        let mut slots: SmallVec<[Option<usize>; 4]> =
+        // Find or make every entry (and room for the slots) first: inserting may evict, which
+        // moves indices.
+        let mut indices: SmallVec<[Option<usize>; 4]> =
             keys.iter().map(|k| shard.map.get_index_of(k)).collect();
-        let missing = slots.iter().filter(|s| s.is_none()).count();
-        if missing > 0 {
-            if shard.make_room(missing, halves, now) {
-                for (slot, key) in slots.iter_mut().zip(&keys) {
-                    *slot = shard.map.get_index_of(key);
+        let missing = indices.iter().filter(|i| i.is_none()).count();
+        if missing > 0 || (slotted > 0 && shard.is_short_of(slotted)) {
+            if shard.make_room(missing + slotted, halves, now) {
+                for (index, key) in indices.iter_mut().zip(&keys) {
+                    *index = shard.map.get_index_of(key);
                 }
             }
-            for (slot, key) in slots.iter_mut().zip(&keys) {
-                if slot.is_none() {
+            for (index, key) in indices.iter_mut().zip(&keys) {
+                if index.is_none() {
                     let fresh = Entry { expires: now, used: tick, states: States::new() };
-                    *slot = Some(shard.map.insert_full(*key, fresh).0);
+                    *index = Some(shard.map.insert_full(*key, fresh).0);
                 }
             }
         }
-        let slots: SmallVec<[usize; 4]> = slots.into_iter().flatten().collect();
-        let map = &mut shard.map;
+        let indices: SmallVec<[usize; 4]> = indices.into_iter().flatten().collect();
+        let (map, held) = (&mut shard.map, &mut shard.held);
 
         // Check every limit, then count each scope (the enforced ones all or none, each dry-run
         // one on its own), then read each verdict from the state left behind, so that its wait
-        // already holds this request.
+        // already holds this request. A concurrency limit's state is read off its slots, pruned
+        // first; an admitted request takes a slot whatever `counting` says, a denied one none.
         let mut admitted: SmallVec<[bool; 8]> = SmallVec::new();
         let mut enforced_pass = true;
-        for (scope, &slot) in scopes.iter().zip(&slots) {
-            let states = &mut map[slot].states;
+        for ((scope, &index), key) in scopes.iter().zip(&indices).zip(&keys) {
+            let states = &mut map[index].states;
             prune(states, scope.limits);
             for (limit, (_, state)) in scope.limits.iter().zip(states.iter_mut()) {
+                if limit.is_concurrent() {
+                    *state = held.prune(key, now);
+                }
                 limit.roll(state, now);
                 let admits = limit.admits(state, now, limit.weight(scope.cost));
                 enforced_pass &= admits || scope.mode == Mode::DryRun;
@@ -229,7 +347,7 @@ impl Memory {
         }
         let mut verdicts = Verdicts::new();
         let mut rest = &admitted[..];
-        for (scope, &slot) in scopes.iter().zip(&slots) {
+        for ((scope, &index), key) in scopes.iter().zip(&indices).zip(&keys) {
             let (mine, after) = rest.split_at(scope.limits.len());
             rest = after;
             let pass = match scope.mode {
@@ -237,12 +355,17 @@ impl Memory {
                 Mode::DryRun => mine.iter().all(|&a| a),
             };
             let record = pass || counting == Counting::Everything;
-            let entry = &mut map[slot];
+            let entry = &mut map[index];
             let mut expires = now;
             for ((limit, (_, state)), &allowed) in scope.limits.iter().zip(entry.states.iter_mut()).zip(mine)
             {
                 let weight = limit.weight(scope.cost);
-                if record {
+                if let Algorithm::Concurrent { hold, .. } = limit.algorithm {
+                    if pass {
+                        *state = held.insert(*key, ticket, slot_end(hold, now));
+                    }
+                    expires = expires.max(held.last_end(key));
+                } else if record {
                     limit.record(state, now, weight);
                 }
                 let verdict = limit.verdict(state, now, allowed, weight);
@@ -340,6 +463,74 @@ mod tests {
 
     fn hit(memory: &Memory, caller: u128, limits: &[Limit], now: Nanos) -> bool {
         memory.check(Key(caller), &[Scope::enforced(0, limits)], now, Counting::AllowedOnly).is_allowed()
+    }
+
+    fn concurrent(max: u32, hold: Nanos) -> Limit {
+        Limit::new("concurrent", Algorithm::Concurrent { max: NonZeroU32::new(max).unwrap(), hold })
+    }
+
+    #[test]
+    fn at_most_max_requests_hold_a_slot_until_the_oldest_hold_ends() {
+        let memory = Memory::new(100);
+        let limits = [concurrent(2, 60 * SECOND), per(100, Window::Day)];
+        let scopes = [Scope::enforced(0, &limits)];
+        let check = |now, ticket| memory.check_ticket(Key(1), &scopes, now, Counting::AllowedOnly, ticket);
+        let first = check(NOON, 1);
+        assert!(first.is_allowed());
+        assert_eq!(first.verdicts()[0].verdict.remaining, 1);
+        let second = check(NOON + 10 * SECOND, 2);
+        assert!(second.is_allowed());
+        let v = second.verdicts()[0].verdict;
+        assert_eq!((v.remaining, v.reset, v.retry_after), (0, 50 * SECOND, 50 * SECOND));
+        let third = check(NOON + 20 * SECOND, 3);
+        assert!(!third.is_allowed());
+        assert_eq!(third.verdicts()[0].verdict.retry_after, 40 * SECOND);
+        assert_eq!(third.verdicts()[1].verdict.remaining, 98, "the day limit did not count it");
+        assert_eq!(memory.in_flight(NOON + 20 * SECOND), 2);
+        // The first slot frees itself at its hold, not a nanosecond before.
+        assert!(!check(NOON + 60 * SECOND - 1, 4).is_allowed());
+        assert!(check(NOON + 60 * SECOND, 5).is_allowed());
+        assert_eq!(memory.slots_ended(), 1);
+        assert_eq!(memory.in_flight(NOON + 60 * SECOND), 2);
+    }
+
+    #[test]
+    fn a_denied_request_takes_no_slot_even_when_denials_count() {
+        let memory = Memory::new(100);
+        let limits = [concurrent(5, 60 * SECOND), per(1, Window::Day)];
+        let scopes = [Scope::enforced(0, &limits)];
+        assert!(memory.check_ticket(Key(1), &scopes, NOON, Counting::Everything, 1).is_allowed());
+        let denied = memory.check_ticket(Key(1), &scopes, NOON, Counting::Everything, 2);
+        assert!(!denied.is_allowed());
+        assert_eq!(denied.verdicts()[0].verdict.remaining, 4);
+        assert_eq!(memory.in_flight(NOON), 1);
+    }
+
+    #[test]
+    fn slots_take_room_as_entries_do() {
+        // Two entries' worth of room: one caller's entry and slot fill it, and a second
+        // caller's entry evicts them (slots go with their entry).
+        let memory = Memory::new(2);
+        let limits = [concurrent(5, 60 * SECOND)];
+        let scopes = [Scope::enforced(0, &limits)];
+        assert!(memory.check_ticket(Key(1), &scopes, NOON, Counting::AllowedOnly, 1).is_allowed());
+        assert_eq!((memory.live_keys(), memory.in_flight(NOON)), (1, 1));
+        assert!(memory.check_ticket(Key(2), &scopes, NOON, Counting::AllowedOnly, 2).is_allowed());
+        assert_eq!((memory.live_keys(), memory.in_flight(NOON)), (1, 1));
+        let held: Vec<[u64; 2]> = memory.entries().map(|s| s.caller).collect();
+        assert_eq!(held, [[0, 2]]);
+        assert_eq!(memory.slots_ended(), 0, "an evicted slot did not end by its hold");
+    }
+
+    #[test]
+    fn an_entry_lasts_as_long_as_its_last_slot() {
+        let memory = Memory::new(10);
+        let limits = [concurrent(5, 3600 * SECOND)];
+        let scopes = [Scope::enforced(0, &limits)];
+        memory.check_ticket(Key(1), &scopes, NOON, Counting::AllowedOnly, 1);
+        memory.check_ticket(Key(1), &scopes, NOON + SECOND, Counting::AllowedOnly, 2);
+        let saved: Vec<Saved> = memory.entries().collect();
+        assert_eq!(saved[0].expires, NOON + 3601 * SECOND);
     }
 
     #[test]

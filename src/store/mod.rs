@@ -167,11 +167,9 @@ impl Store {
         counting: Counting,
         ticket: TicketId,
     ) -> Result<Decision<'p>, StoreError> {
-        // TODO(part 7, store): hold slots under `ticket`.
-        let _ = ticket;
         match self {
-            Store::Memory(m) => Ok(m.check(caller, scopes, now, counting)),
-            Store::Redis(r) => r.check(caller, scopes, now, counting).await,
+            Store::Memory(m) => Ok(m.check_ticket(caller, scopes, now, counting, ticket)),
+            Store::Redis(r) => r.check(caller, scopes, now, counting, ticket).await,
         }
     }
 
@@ -191,6 +189,24 @@ impl Store {
         // TODO(part 7, store).
         let _ = (caller, ticket, expires, scopes, cost, now);
         Ok(Closed::Unknown)
+    }
+
+    /// Requests holding a concurrency slot at `now`, where the store can tell: exactly for
+    /// the memory store; `None` for Redis, where it would take reading every caller's slots.
+    pub fn in_flight(&self, now: Nanos) -> Option<u64> {
+        match self {
+            Store::Memory(m) => Some(m.in_flight(now)),
+            Store::Redis(_) => None,
+        }
+    }
+
+    /// Concurrency slots freed by their hold (their tickets never closed in time) since start,
+    /// as the store found them.
+    pub fn slots_ended(&self) -> u64 {
+        match self {
+            Store::Memory(m) => m.slots_ended(),
+            Store::Redis(r) => r.slots_ended(),
+        }
     }
 
     /// Entries currently held in memory (approximate; for Redis, its local fallback).

@@ -17,10 +17,17 @@
 //! dry-run scope in a call of its own (on the same multiplexed connection), so it is counted on
 //! its own.
 //!
+//! Concurrency slots are a sorted set per (caller, scope), of ticket ids scored by when their
+//! hold ends, in the caller's hash tag like the counters: the script prunes it, counts it and
+//! adds the request's slot in the same call as the other limits, all or nothing for the
+//! enforced scopes; every set expires with its last slot.
+//!
 //! With `local = true`, a denial is remembered in memory until it would end, and requests of that
-//! caller with the same limits (and no dry-run scope, which Redis must count each time) are
-//! answered from memory meanwhile, without a round trip. That never admits more than Redis
-//! would; it may deny a little longer only if the config changes meanwhile.
+//! caller with the same limits and costs (and no dry-run scope, which Redis must count each
+//! time) are answered from memory meanwhile, without a round trip. That never admits more than
+//! Redis would; it may deny a little longer only if the config changes meanwhile. Denials of
+//! requests with a concurrency limit are never remembered: a slot may free at any moment (a
+//! backend closing its ticket), and only Redis knows when.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -29,18 +36,19 @@ use std::time::Duration;
 use arc_swap::ArcSwapOption;
 use redis::aio::ConnectionManager;
 use redis::cluster_async::ClusterConnection;
-use redis::{Client, IntoConnectionInfo, Script};
+use redis::{Client, IntoConnectionInfo, Script, ScriptInvocation};
 use smallvec::SmallVec;
 
-use super::{Counting, Decision, Judged, Memory, Mode, Scope, StoreError, Verdicts};
+use super::{Counting, Decision, Judged, Memory, Mode, Scope, StoreError, TicketId, Verdicts};
 use crate::config::{OnError, RedisConfig};
 use crate::identity::Key;
-use crate::limiter::{Algorithm, Nanos, Verdict, SECOND};
+use crate::limiter::{Algorithm, Limit, Nanos, Verdict, SECOND};
 
 #[path = "redis_overrides.rs"]
 mod overrides;
 
-const SCRIPT: &str = include_str!("check.lua");
+/// Checks a request: the arithmetic of every limit, then the check itself.
+const CHECK: &str = concat!(include_str!("limits.lua"), include_str!("check.lua"));
 
 #[derive(Clone)]
 enum Conn {
@@ -118,6 +126,8 @@ pub struct Redis {
     denials: Option<Denials>,
     connected: AtomicBool,
     errors: AtomicU64,
+    /// Slots the script found and dropped because their hold had ended.
+    slots_ended: AtomicU64,
     /// Whether the script takes `now` from the caller instead of Redis's `TIME`.
     caller_clock: bool,
 }
@@ -146,11 +156,12 @@ impl Redis {
             },
             config,
             conn: ArcSwapOption::empty(),
-            script: Script::new(SCRIPT),
+            script: Script::new(CHECK),
             fallback: Memory::new(max_keys),
             denials,
             connected: AtomicBool::new(false),
             errors: AtomicU64::new(0),
+            slots_ended: AtomicU64::new(0),
             caller_clock: false,
         }
     }
@@ -180,6 +191,12 @@ impl Redis {
     /// Commands that failed or timed out since start.
     pub fn errors(&self) -> u64 {
         self.errors.load(Ordering::Relaxed)
+    }
+
+    /// Slots freed by their hold since start, as this replica's scripts found them in Redis
+    /// (each once, by whichever replica pruned it), and as its memory fallback did.
+    pub fn slots_ended(&self) -> u64 {
+        self.slots_ended.load(Ordering::Relaxed) + self.fallback.slots_ended()
     }
 
     pub fn on_error(&self) -> OnError {
@@ -264,20 +281,21 @@ impl Redis {
         format!("{}{{{:032x}}}:{scope:08x}:{limit:08x}", self.config.prefix, caller.0)
     }
 
-    /// See [`super::Store::check`].
+    /// See [`super::Store::check_ticket`].
     pub async fn check<'p>(
         &self,
         caller: Key,
         scopes: &[Scope<'p>],
         now: Nanos,
         counting: Counting,
+        ticket: TicketId,
     ) -> Result<Decision<'p>, StoreError> {
         if scopes.is_empty() {
             // Nothing to ask Redis, and no answer to tell the breaker about.
             return Ok(Decision::Allowed(Verdicts::new()));
         }
         let dry_run = scopes.iter().any(|s| s.mode == Mode::DryRun);
-        let local = self.denials.as_ref().filter(|_| !dry_run);
+        let local = self.denials.as_ref().filter(|_| !dry_run && !scopes.iter().any(Scope::holds_slot));
         // Only the local tier needs to tell limit sets apart.
         let fingerprint = if local.is_some() { scopes_fingerprint(scopes) } else { 0 };
         if let Some(denials) = local {
@@ -289,27 +307,25 @@ impl Redis {
                 denials.invalidate(&(caller.0, fingerprint));
             }
         }
-        let conn = match self.conn.load_full() {
-            Some(conn) if self.breaker.allows(now) => conn,
-            _ => return self.fallback(caller, scopes, now, counting),
+        let Some(conn) = self.conn.load_full().filter(|_| self.breaker.allows(now)) else {
+            return self.fallback(caller, scopes, now, counting, ticket);
         };
         let mut verdicts = Verdicts::new();
         let enforced = || scopes.iter().filter(|s| s.mode == Mode::Enforce);
+        let request = (caller, now, counting, ticket);
         if enforced().next().is_some() {
-            if let Err(why) = self.call(&conn, caller, enforced(), now, counting, &mut verdicts).await {
-                return self.failed(&why, caller, scopes, now, counting);
+            if let Err(why) = self.call(&conn, request, enforced(), &mut verdicts).await {
+                self.failed(&why, now);
+                return self.fallback(caller, scopes, now, counting, ticket);
             }
         }
         for scope in scopes.iter().filter(|s| s.mode == Mode::DryRun) {
-            if let Err(why) =
-                self.call(&conn, caller, std::iter::once(scope), now, counting, &mut verdicts).await
-            {
-                return self.failed(&why, caller, scopes, now, counting);
+            if let Err(why) = self.call(&conn, request, std::iter::once(scope), &mut verdicts).await {
+                self.failed(&why, now);
+                return self.fallback(caller, scopes, now, counting, ticket);
             }
         }
-        if self.breaker.success() {
-            tracing::info!(redis = %self.describe(), "store: redis answers again; breaker closed");
-        }
+        self.succeeded();
         if dry_run {
             verdicts = in_scope_order(verdicts, scopes);
         }
@@ -333,69 +349,70 @@ impl Redis {
         Ok(decision)
     }
 
-    /// One call of the script for `group`, whose scopes are checked and counted all or nothing;
-    /// their verdicts are appended to `out`. `Err` says why Redis gave no usable answer.
+    /// One call of the check script for `group`, whose scopes are checked and counted all or
+    /// nothing, for a request of (caller, now, counting, ticket); their verdicts are appended to
+    /// `out`. `Err` says why Redis gave no usable answer.
     async fn call<'a, 'p: 'a>(
         &self,
         conn: &Conn,
-        caller: Key,
+        (caller, now, counting, ticket): (Key, Nanos, Counting, TicketId),
         group: impl Iterator<Item = &'a Scope<'p>> + Clone,
-        now: Nanos,
-        counting: Counting,
         out: &mut Verdicts<'p>,
     ) -> Result<(), String> {
-        let mut invocation = self.script.prepare_invoke();
+        let mut invocation = self.invocation(&self.script, now, ticket);
         invocation.arg(if counting == Counting::Everything { "1" } else { "0" });
+        for s in group.clone() {
+            for l in s.limits {
+                invocation.key(self.key(caller, s.id, l.id));
+                limit_args(&mut invocation, l, l.weight(s.cost));
+            }
+        }
+        let reply = self.run(conn, &invocation).await?;
+        parse(&reply, group, out)
+            .ok_or_else(|| format!("the script gave a reply it never gives ({} values)", reply.len()))?;
+        self.slots_ended.fetch_add(reply[1].unsigned_abs(), Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// An invocation of `script` with the arguments every script starts with (limits.lua):
+    /// `now` (empty for Redis's own clock), and `ticket`.
+    fn invocation<'s>(&self, script: &'s Script, now: Nanos, ticket: TicketId) -> ScriptInvocation<'s> {
+        let mut invocation = script.prepare_invoke();
         if self.caller_clock {
             invocation.arg(now);
         } else {
             invocation.arg("");
         }
-        for s in group.clone() {
-            for l in s.limits {
-                invocation.key(self.key(caller, s.id, l.id));
-                let (kind, quota, a, b) = match l.algorithm {
-                    Algorithm::Fixed { requests, window } | Algorithm::Sliding { requests, window } => {
-                        let (len, off) = window.alignment().unwrap_or((0, 0));
-                        let kind = if matches!(l.algorithm, Algorithm::Fixed { .. }) { "f" } else { "s" };
-                        (kind, requests.get(), len / SECOND, off / SECOND)
-                    }
-                    Algorithm::Gcra { emission, burst, max_delay } => {
-                        ("g", burst.get(), emission.max(1), max_delay)
-                    }
-                    // TODO(part 7, store): slots in the script.
-                    Algorithm::Concurrent { max, hold } => ("c", max.get(), hold, 0),
-                };
-                invocation.arg(kind).arg(quota).arg(a).arg(b).arg(l.weight(s.cost));
-            }
-        }
-        let reply = {
-            let mut conn = conn.clone();
-            let call = async {
-                match &mut conn {
-                    Conn::Single(c) => invocation.invoke_async::<Vec<i64>>(c).await,
-                    Conn::Cluster(c) => invocation.invoke_async::<Vec<i64>>(c).await,
-                }
-            };
-            tokio::time::timeout(self.config.command_timeout, call).await
-        };
-        let reply = match reply {
-            Ok(Ok(reply)) => reply,
-            Ok(Err(e)) => return Err(e.to_string()),
-            Err(_) => return Err(format!("no answer within {:?}", self.config.command_timeout)),
-        };
-        parse(&reply, group, out)
-            .ok_or_else(|| format!("the script gave a reply it never gives ({} values)", reply.len()))
+        invocation.arg(format!("{ticket:032x}"));
+        invocation
     }
 
-    fn failed<'p>(
-        &self,
-        why: &str,
-        caller: Key,
-        scopes: &[Scope<'p>],
-        now: Nanos,
-        counting: Counting,
-    ) -> Result<Decision<'p>, StoreError> {
+    /// Runs `invocation` within the command timeout. `Err` says why it gave no reply.
+    async fn run(&self, conn: &Conn, invocation: &ScriptInvocation<'_>) -> Result<Vec<i64>, String> {
+        let mut conn = conn.clone();
+        let call = async {
+            match &mut conn {
+                Conn::Single(c) => invocation.invoke_async::<Vec<i64>>(c).await,
+                Conn::Cluster(c) => invocation.invoke_async::<Vec<i64>>(c).await,
+            }
+        };
+        match tokio::time::timeout(self.config.command_timeout, call).await {
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("no answer within {:?}", self.config.command_timeout)),
+        }
+    }
+
+    /// Closes the breaker if it was open, with a log line saying so.
+    fn succeeded(&self) {
+        if self.breaker.success() {
+            tracing::info!(redis = %self.describe(), "store: redis answers again; breaker closed");
+        }
+    }
+
+    /// Counts a failed command (`why`) for the breaker and the error count; the caller then
+    /// decides by `on_error`.
+    fn failed(&self, why: &str, now: Nanos) {
         self.errors.fetch_add(1, Ordering::Relaxed);
         if self.breaker.failure(now) {
             tracing::warn!(
@@ -408,18 +425,19 @@ impl Redis {
         } else {
             tracing::debug!(error = %why, "store: redis command failed");
         }
-        self.fallback(caller, scopes, now, counting)
     }
 
+    /// The decision `on_error` gives while Redis cannot.
     fn fallback<'p>(
         &self,
         caller: Key,
         scopes: &[Scope<'p>],
         now: Nanos,
         counting: Counting,
+        ticket: TicketId,
     ) -> Result<Decision<'p>, StoreError> {
         match self.config.on_error {
-            OnError::Local => Ok(self.fallback.check(caller, scopes, now, counting)),
+            OnError::Local => Ok(self.fallback.check_ticket(caller, scopes, now, counting, ticket)),
             OnError::Allow => Ok(Decision::Unchecked),
             OnError::Deny => Err(StoreError::Unavailable { retry_after: self.config.breaker_reattempt }),
         }
@@ -471,35 +489,55 @@ fn in_scope_order<'p>(verdicts: Verdicts<'p>, scopes: &[Scope<'p>]) -> Verdicts<
     ordered
 }
 
-/// Reads the script's reply for `group` into `out`; `None` if it is not a reply the script gives.
+/// A limit's five arguments for the scripts (see limits.lua), for a request of `weight`.
+fn limit_args(invocation: &mut ScriptInvocation<'_>, limit: &Limit, weight: u32) {
+    let (kind, quota, a, b) = match limit.algorithm {
+        Algorithm::Fixed { requests, window } | Algorithm::Sliding { requests, window } => {
+            let (len, off) = window.alignment().unwrap_or((0, 0));
+            let kind = if matches!(limit.algorithm, Algorithm::Fixed { .. }) { "f" } else { "s" };
+            (kind, requests.get(), len / SECOND, off / SECOND)
+        }
+        Algorithm::Gcra { emission, burst, max_delay } => ("g", burst.get(), emission.max(1), max_delay),
+        Algorithm::Concurrent { max, hold } => ("c", max.get(), hold, 0),
+    };
+    invocation.arg(kind).arg(quota).arg(a).arg(b).arg(weight);
+}
+
+/// Reads the check script's reply for `group` into `out`; `None` if it is not a reply the
+/// script gives.
 fn parse<'a, 'p: 'a>(
     reply: &[i64],
     group: impl Iterator<Item = &'a Scope<'p>> + Clone,
     out: &mut Verdicts<'p>,
 ) -> Option<()> {
     let n: usize = group.clone().map(|s| s.limits.len()).sum();
-    if reply.len() != 1 + 6 * n || !matches!(reply[0], 0 | 1) {
+    if reply.len() != 2 + 6 * n || !matches!(reply[0], 0 | 1) || reply[1] < 0 {
         return None;
     }
     let all = reply[0] == 1;
-    let nanos = |v: i64| u64::try_from(v).ok();
-    let mut fields = reply[1..].chunks_exact(6);
+    let mut fields = reply[2..].chunks_exact(6);
     let mut every = true;
     for s in group {
         for limit in s.limits {
-            let f = fields.next()?;
-            every &= f[0] == 1;
-            let verdict = Verdict {
-                allowed: f[0] == 1,
-                quota: limit.quota(),
-                remaining: u32::try_from(f[1]).ok()?,
-                reset: nanos(f[2])?,
-                retry_after: nanos(f[3])?,
-                window: nanos(f[4])?,
-                wait: nanos(f[5])?,
-            };
+            let verdict = verdict(fields.next()?, limit)?;
+            every &= verdict.allowed;
             out.push(Judged { limit, rule: s.rule, mode: s.mode, verdict });
         }
     }
     (every == all).then_some(())
+}
+
+/// One limit's verdict from its six fields in a script's reply; `None` if they are not fields
+/// the scripts give.
+fn verdict(f: &[i64], limit: &Limit) -> Option<Verdict> {
+    let nanos = |v: i64| u64::try_from(v).ok();
+    Some(Verdict {
+        allowed: f[0] == 1,
+        quota: limit.quota(),
+        remaining: u32::try_from(f[1]).ok()?,
+        reset: nanos(f[2])?,
+        retry_after: nanos(f[3])?,
+        window: nanos(f[4])?,
+        wait: nanos(f[5])?,
+    })
 }
