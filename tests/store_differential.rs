@@ -21,7 +21,7 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config as Cases, TestCaseError, TestRunner};
 use quotagate::identity::Key;
 use quotagate::limiter::{Algorithm, Counts, Limit, Nanos, State, Window, MAX_DELAY, MAX_SPAN, SECOND};
-use quotagate::store::{Counting, Decision, Memory, Mode, Redis, Scope, Store};
+use quotagate::store::{Closed, Counting, Decision, Memory, Mode, Redis, Scope, Store};
 use support::windows::window;
 use support::RedisServer;
 
@@ -393,4 +393,30 @@ fn a_remembered_denial_ends_when_the_bucket_would_let_the_caller_wait() {
     let edge = check(T0 + 70 * ms);
     assert!(edge.is_allowed(), "{edge:?}");
     assert_eq!(edge.wait(), 30 * ms);
+}
+
+#[test]
+fn a_denial_by_a_concurrency_limit_is_never_remembered() {
+    // store.redis.local: a closed ticket frees its slot at once, so the caller's next request
+    // must reach Redis, not a denial remembered until the oldest slot's hold ends.
+    let server = RedisServer::start();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let mut config = support::redis::store_config(&format!("url = \"{}\"", server.url()));
+    config.local = true;
+    let redis = Arc::new(Redis::new(config, 1000).with_caller_clock());
+    runtime.block_on(async {
+        tokio::time::timeout(Duration::from_secs(10), redis.clone().connect()).await.expect("connects")
+    });
+    let store = Store::Redis(redis);
+    let limits =
+        [Limit::new("c", Algorithm::Concurrent { max: NonZeroU32::new(1).unwrap(), hold: 60 * SECOND })];
+    let scopes = [Scope::enforced(1, &limits)];
+    let check = |ticket| {
+        runtime.block_on(store.check_ticket(Key(7), &scopes, T0, Counting::AllowedOnly, ticket)).unwrap()
+    };
+    assert!(check(1).is_allowed());
+    assert!(!check(2).is_allowed());
+    let closed = runtime.block_on(store.close(Key(7), 1, T0 + 60 * SECOND, &scopes, 0, T0)).unwrap();
+    assert_eq!(closed, Closed::Closed { released: 1, charged: vec![] });
+    assert!(check(3).is_allowed(), "answered by Redis, which knows the slot is free");
 }

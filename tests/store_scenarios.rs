@@ -11,7 +11,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use quotagate::config::OnError;
 use quotagate::identity::Key;
 use quotagate::limiter::{Algorithm, Counts, Limit, Nanos, Window, SECOND};
-use quotagate::store::{Counting, Decision, Health, Memory, Mode, Redis, Scope, Store, StoreError, TicketId};
+use quotagate::store::{
+    Closed, Counting, Decision, Health, Memory, Mode, Redis, Scope, Store, StoreError, TicketId,
+};
 use support::{RedisCluster, RedisServer};
 
 fn now() -> Nanos {
@@ -215,6 +217,41 @@ async fn scenarios(store: Arc<Store>) {
     assert!(!d.is_allowed(), "the plan's slots are full");
     assert!(hold(&store, who, &[Scope::enforced(5, &rule)], 7).await.is_allowed(), "no slot taken by 6");
 
+    // Closing frees the slot at once, once; a close of a ticket not issued frees nothing.
+    let expires = now() + 3600 * SECOND;
+    let closed = store.close(who, 1, expires, &[Scope::enforced(0, &plan)], 0, now()).await.unwrap();
+    assert_eq!(closed, Closed::Closed { released: 1, charged: vec![] });
+    let again = store.close(who, 1, expires, &[Scope::enforced(0, &plan)], 0, now()).await.unwrap();
+    assert_eq!(again, Closed::Unknown, "a second close");
+    let never = store.close(who, 99, expires, &[Scope::enforced(0, &plan)], 0, now()).await.unwrap();
+    assert_eq!(never, Closed::Closed { released: 0, charged: vec![] }, "nothing held under it");
+    assert!(hold(&store, who, &[Scope::enforced(0, &plan)], 8).await.is_allowed(), "the freed slot");
+    assert!(!hold(&store, who, &[Scope::enforced(0, &plan)], 9).await.is_allowed());
+    let late = store.close(who, 2, now() - 1, &[Scope::enforced(0, &plan)], 0, now()).await.unwrap();
+    assert_eq!(late, Closed::Unknown, "an expired ticket");
+    assert!(!hold(&store, who, &[Scope::enforced(0, &plan)], 10).await.is_allowed(), "it freed nothing");
+
+    // A reported cost is charged to the limits counting cost, past the quota, and the next
+    // request is denied; a limit counting requests and the concurrency limit are not charged.
+    let plan = vec![
+        concurrent(5),
+        fixed("day", 20, Window::Day),
+        fixed("week.requests", 10, Window::Week).counting(Counts::Requests),
+    ];
+    let who = caller();
+    let scopes = [Scope::enforced(0, &plan).costing(5)];
+    for ticket in 0..2 {
+        assert!(hold(&store, who, &scopes, ticket).await.is_allowed());
+    }
+    let closed = store.close(who, 0, now() + 3600 * SECOND, &scopes, 12, now()).await.unwrap();
+    let Closed::Closed { released: 1, charged } = closed else { panic!("{closed:?}") };
+    let [charge] = &charged[..] else { panic!("{charged:?}") };
+    assert_eq!((&*charge.limit.name, charge.verdict.allowed, charge.verdict.remaining), ("day", false, 0));
+    let d = hold(&store, who, &scopes, 2).await;
+    assert!(!d.is_allowed(), "22 of 20 used");
+    let remaining: Vec<u32> = d.verdicts().iter().map(|j| j.verdict.remaining).collect();
+    assert_eq!(remaining, [4, 0, 8]);
+
     // All or nothing: a full day limit keeps a request from taking a slot.
     let plan = vec![concurrent(3)];
     let rule = vec![fixed("rule.day", 1, Window::Day)];
@@ -311,6 +348,41 @@ async fn a_redis_cluster_passes_every_scenario() {
     let urls: Vec<String> = cluster.urls().iter().map(|u| format!("\"{u}\"")).collect();
     scenarios(connected(support::redis::store_config(&format!("cluster = [{}]", urls.join(", ")))).await)
         .await;
+}
+
+#[tokio::test]
+async fn with_redis_down_on_error_local_holds_and_closes_slots_in_memory() {
+    let mut server = RedisServer::start();
+    let mut config = support::redis::store_config(&format!("url = \"{}\"", server.url()));
+    (config.on_error, config.breaker_threshold) = (OnError::Local, 1);
+    let redis = connected_redis(config).await;
+    let store = Store::Redis(redis.clone());
+    server.stop();
+    let plan = vec![concurrent(1), fixed("day", 10, Window::Day)];
+    let scopes = [Scope::enforced(0, &plan)];
+    let who = caller();
+    assert!(hold(&store, who, &scopes, 1).await.is_allowed());
+    assert_eq!(redis.health(), Health::Down, "Redis was tried and failed");
+    assert!(!hold(&store, who, &scopes, 2).await.is_allowed(), "the memory fallback holds the slot");
+    let closed = store.close(who, 1, now() + 3600 * SECOND, &scopes, 3, now()).await.unwrap();
+    let Closed::Closed { released: 1, charged } = closed else { panic!("{closed:?}") };
+    assert_eq!(charged[0].verdict.remaining, 6, "1 admitted, 3 reported");
+    assert!(hold(&store, who, &scopes, 3).await.is_allowed());
+}
+
+#[tokio::test]
+async fn with_redis_down_other_on_errors_cannot_close() {
+    let mut server = RedisServer::start();
+    for on_error in [OnError::Allow, OnError::Deny] {
+        let mut config = support::redis::store_config(&format!("url = \"{}\"", server.url()));
+        (config.on_error, config.breaker_threshold) = (on_error, 1);
+        let store = Store::Redis(connected_redis(config).await);
+        server.stop();
+        let plan = vec![concurrent(1)];
+        let closed = store.close(caller(), 1, now() + SECOND, &[Scope::enforced(0, &plan)], 0, now()).await;
+        assert!(matches!(closed, Err(StoreError::Unavailable { .. })), "{on_error:?}: {closed:?}");
+        server.resume();
+    }
 }
 
 #[tokio::test]

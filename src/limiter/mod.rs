@@ -168,6 +168,12 @@ impl Limit {
         }
     }
 
+    /// Whether a cost reported when a ticket is closed is charged to this limit: a window or
+    /// bucket counting cost.
+    pub fn counts_cost(&self) -> bool {
+        self.counts == Counts::Cost && !self.is_concurrent()
+    }
+
     /// Whether this is a concurrency limit (its slots live in the store, not in a [`State`]).
     pub fn is_concurrent(&self) -> bool {
         matches!(self.algorithm, Algorithm::Concurrent { .. })

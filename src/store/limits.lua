@@ -1,5 +1,5 @@
 -- quotagate: the arithmetic of every limit kind, shared by check.lua and close.lua (each script
--- is this file followed by its own body). The same integers as src/limiter (fixed calendar
+-- is this file followed by its own body; ARGV[1] is now for both, ARGV[2] a ticket id). The same integers as src/limiter (fixed calendar
 -- window, sliding window, GCRA, concurrency slots), to the nanosecond. Lua's numbers are
 -- doubles, exact for integers below 2^53 ns (104 days): instants are kept as (seconds,
 -- nanoseconds) pairs, and only differences from `now` are single numbers. Config keeps windows,
@@ -25,10 +25,14 @@ local E6 = 1000000
 local DAY = 86400
 local MAX_SPAN = 100 * DAY * E9
 
+-- An instant given in nanoseconds since the epoch (a decimal string), as (seconds, nanoseconds).
+local function instant(arg)
+  return tonumber(string.sub(arg, 1, -10)) or 0, tonumber(string.sub(arg, -9))
+end
+
 local now_s, now_n
 if ARGV[1] ~= '' then
-  now_s = tonumber(string.sub(ARGV[1], 1, -10)) or 0
-  now_n = tonumber(string.sub(ARGV[1], -9))
+  now_s, now_n = instant(ARGV[1])
 else
   local t = redis.call('TIME')
   now_s, now_n = tonumber(t[1]), tonumber(t[2]) * 1000

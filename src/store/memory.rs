@@ -40,7 +40,7 @@ use parking_lot::Mutex;
 use rustc_hash::FxBuildHasher;
 use smallvec::SmallVec;
 
-use super::{Counting, Decision, Judged, Mode, Scope, TicketId, Verdicts};
+use super::{Closed, Counting, Decision, Judged, Mode, Scope, TicketId, Verdicts};
 use crate::identity::Key;
 use crate::limiter::{slot_end, Algorithm, Limit, Nanos, State};
 
@@ -104,6 +104,16 @@ impl Held {
         State::holding(slots.iter().map(|&(_, end)| end))
     }
 
+    /// Frees `ticket`'s slot of `key`; whether it held one whose hold had not ended.
+    fn release(&mut self, key: &EntryKey, ticket: TicketId, now: Nanos) -> bool {
+        self.prune(key, now);
+        let Some(slots) = self.sets.get_mut(key) else { return false };
+        let Some(i) = slots.iter().position(|(t, _)| *t == ticket) else { return false };
+        slots.swap_remove(i);
+        self.count -= 1;
+        true
+    }
+
     /// When the last slot of `key` ends (0 with none).
     fn last_end(&self, key: &EntryKey) -> Nanos {
         self.sets.get(key).and_then(|slots| slots.iter().map(|&(_, end)| end).max()).unwrap_or(0)
@@ -126,6 +136,52 @@ impl Held {
     }
 }
 
+/// Tickets closed while still valid, each until its validity ends, so that closing one again
+/// does nothing. At most the shard's capacity of them; when full, an expired one makes room,
+/// else the one expiring soonest of [`SAMPLES`] drawn (forgetting one would let a retried close
+/// of it count again, so those about to be refused anyway for their age go first).
+#[derive(Debug, Default)]
+struct ClosedTickets {
+    until: IndexMap<([u64; 2], TicketId), Nanos, FxBuildHasher>,
+    /// Where the next look for expired ones starts.
+    cursor: usize,
+}
+
+impl ClosedTickets {
+    /// Marks `ticket` of `caller`, valid until `expires`, closed; false if it was already.
+    fn mark(
+        &mut self,
+        caller: [u64; 2],
+        ticket: TicketId,
+        expires: Nanos,
+        now: Nanos,
+        capacity: usize,
+        rng: &mut fastrand::Rng,
+    ) -> bool {
+        let key = (caller, ticket);
+        if self.until.get(&key).is_some_and(|&until| until > now) {
+            return false;
+        }
+        for _ in 0..SWEEP {
+            if self.cursor >= self.until.len() {
+                self.cursor = 0;
+            }
+            match self.until.get_index(self.cursor) {
+                Some((_, &until)) if until <= now => drop(self.until.swap_remove_index(self.cursor)),
+                Some(_) => self.cursor += 1,
+                None => break,
+            }
+        }
+        while self.until.len() >= capacity.max(1) && !self.until.contains_key(&key) {
+            let len = self.until.len();
+            let soonest = (0..SAMPLES.min(len)).map(|_| rng.usize(..len)).min_by_key(|&i| self.until[i]);
+            self.until.swap_remove_index(soonest.expect("a full map is not empty"));
+        }
+        self.until.insert(key, expires);
+        true
+    }
+}
+
 /// The states of one (caller, scope).
 #[derive(Debug)]
 struct Entry {
@@ -141,7 +197,8 @@ struct Entry {
 struct Shard {
     map: IndexMap<EntryKey, Entry, FxBuildHasher>,
     held: Held,
-    /// Entries and slots this shard holds at most.
+    closed: ClosedTickets,
+    /// Entries and slots this shard holds at most (and closed tickets, apart).
     capacity: usize,
     /// Draws eviction candidates.
     rng: fastrand::Rng,
@@ -167,6 +224,36 @@ impl Shard {
             removed = true;
         }
         removed
+    }
+
+    /// The index of the entry of each of `keys` (all of caller `keep`), made fresh where
+    /// missing, with room for `slots` new slots besides. Every entry is found or made before
+    /// any is used, as inserting may evict, which moves indices.
+    fn entries(
+        &mut self,
+        keys: &[EntryKey],
+        keep: [u64; 2],
+        slots: usize,
+        now: Nanos,
+        tick: u64,
+    ) -> SmallVec<[usize; 4]> {
+        let mut indices: SmallVec<[Option<usize>; 4]> =
+            keys.iter().map(|k| self.map.get_index_of(k)).collect();
+        let missing = indices.iter().filter(|i| i.is_none()).count();
+        if missing > 0 || (slots > 0 && self.is_short_of(slots)) {
+            if self.make_room(missing + slots, keep, now) {
+                for (index, key) in indices.iter_mut().zip(keys) {
+                    *index = self.map.get_index_of(key);
+                }
+            }
+            for (index, key) in indices.iter_mut().zip(keys) {
+                if index.is_none() {
+                    let fresh = Entry { expires: now, used: tick, states: States::new() };
+                    *index = Some(self.map.insert_full(*key, fresh).0);
+                }
+            }
+        }
+        indices.into_iter().flatten().collect()
     }
 
     /// Removes entry `i` and its slots.
@@ -240,6 +327,7 @@ impl Memory {
                 Mutex::new(Shard {
                     map: IndexMap::default(),
                     held: Held::default(),
+                    closed: ClosedTickets::default(),
                     capacity: usize::try_from(capacity).unwrap_or(usize::MAX),
                     rng: fastrand::Rng::with_seed(i),
                     cursor: 0,
@@ -304,26 +392,7 @@ impl Memory {
         let shard = &mut *guard;
         shard.clock += 1;
         let tick = shard.clock;
-
-        // Find or make every entry (and room for the slots) first: inserting may evict, which
-        // moves indices.
-        let mut indices: SmallVec<[Option<usize>; 4]> =
-            keys.iter().map(|k| shard.map.get_index_of(k)).collect();
-        let missing = indices.iter().filter(|i| i.is_none()).count();
-        if missing > 0 || (slotted > 0 && shard.is_short_of(slotted)) {
-            if shard.make_room(missing + slotted, halves, now) {
-                for (index, key) in indices.iter_mut().zip(&keys) {
-                    *index = shard.map.get_index_of(key);
-                }
-            }
-            for (index, key) in indices.iter_mut().zip(&keys) {
-                if index.is_none() {
-                    let fresh = Entry { expires: now, used: tick, states: States::new() };
-                    *index = Some(shard.map.insert_full(*key, fresh).0);
-                }
-            }
-        }
-        let indices: SmallVec<[usize; 4]> = indices.into_iter().flatten().collect();
+        let indices = shard.entries(&keys, halves, slotted, now, tick);
         let (map, held) = (&mut shard.map, &mut shard.held);
 
         // Check every limit, then count each scope (the enforced ones all or none, each dry-run
@@ -356,7 +425,6 @@ impl Memory {
             };
             let record = pass || counting == Counting::Everything;
             let entry = &mut map[index];
-            let mut expires = now;
             for ((limit, (_, state)), &allowed) in scope.limits.iter().zip(entry.states.iter_mut()).zip(mine)
             {
                 let weight = limit.weight(scope.cost);
@@ -364,15 +432,13 @@ impl Memory {
                     if pass {
                         *state = held.insert(*key, ticket, slot_end(hold, now));
                     }
-                    expires = expires.max(held.last_end(key));
                 } else if record {
                     limit.record(state, now, weight);
                 }
                 let verdict = limit.verdict(state, now, allowed, weight);
                 verdicts.push(Judged { limit, rule: scope.rule, mode: scope.mode, verdict });
-                expires = expires.max(limit.expires(state));
             }
-            entry.expires = expires;
+            entry.expires = expiry(scope.limits, &entry.states, held, key, now);
             entry.used = tick;
         }
         if enforced_pass {
@@ -381,6 +447,72 @@ impl Memory {
             Decision::Denied(verdicts)
         }
     }
+
+    /// See [`super::Store::close`]. Closed tickets are remembered per shard, apart from
+    /// `max_keys`, as many as it allows entries.
+    pub fn close<'p>(
+        &self,
+        caller: Key,
+        ticket: TicketId,
+        expires: Nanos,
+        scopes: &[Scope<'p>],
+        cost: u32,
+        now: Nanos,
+    ) -> Closed<'p> {
+        if now >= expires {
+            return Closed::Unknown;
+        }
+        let halves = [(caller.0 >> 64) as u64, caller.0 as u64];
+        let mut guard = self.shard(halves).lock();
+        let shard = &mut *guard;
+        if !shard.closed.mark(halves, ticket, expires, now, shard.capacity, &mut shard.rng) {
+            return Closed::Unknown;
+        }
+        shard.clock += 1;
+        let tick = shard.clock;
+        let key = |s: &Scope<'_>| EntryKey { caller: halves, scope: s.id };
+        let released = scopes
+            .iter()
+            .filter(|s| s.holds_slot())
+            .map(|s| u32::from(shard.held.release(&key(s), ticket, now)))
+            .sum();
+        // The reported cost, on top of what admission took: counted without asking whether it
+        // fits, so it may take a limit over its quota (a bucket no further than its debt cap).
+        let charges = |s: &&Scope<'p>| cost > 0 && s.limits.iter().any(Limit::counts_cost);
+        let keys: SmallVec<[EntryKey; 4]> = scopes.iter().filter(charges).map(key).collect();
+        let indices = shard.entries(&keys, halves, 0, now, tick);
+        let (map, held) = (&mut shard.map, &mut shard.held);
+        let mut charged = Vec::new();
+        for ((scope, &index), key) in scopes.iter().filter(charges).zip(&indices).zip(&keys) {
+            let entry = &mut map[index];
+            prune(&mut entry.states, scope.limits);
+            for (limit, (_, state)) in scope.limits.iter().zip(entry.states.iter_mut()) {
+                if limit.counts_cost() {
+                    limit.roll(state, now);
+                    let allowed = limit.admits(state, now, cost);
+                    limit.record(state, now, cost);
+                    let verdict = limit.verdict(state, now, allowed, 1);
+                    charged.push(Judged { limit, rule: scope.rule, mode: scope.mode, verdict });
+                }
+            }
+            entry.expires = expiry(scope.limits, &entry.states, held, key, now);
+            entry.used = tick;
+        }
+        Closed::Closed { released, charged }
+    }
+}
+
+/// When an entry of `limits` in `states` (and `held`'s slots of `key`) stops mattering: when
+/// its last window, bucket debt or slot ends, `now` at the earliest.
+fn expiry(limits: &[Limit], states: &States, held: &Held, key: &EntryKey, now: Nanos) -> Nanos {
+    let ends = limits.iter().zip(states).map(|(limit, (_, state))| {
+        if limit.is_concurrent() {
+            held.last_end(key)
+        } else {
+            limit.expires(state)
+        }
+    });
+    ends.fold(now, Nanos::max)
 }
 
 /// One entry as snapshots see it.
@@ -531,6 +663,79 @@ mod tests {
         memory.check_ticket(Key(1), &scopes, NOON + SECOND, Counting::AllowedOnly, 2);
         let saved: Vec<Saved> = memory.entries().collect();
         assert_eq!(saved[0].expires, NOON + 3601 * SECOND);
+    }
+
+    #[test]
+    fn closing_frees_the_slot_once() {
+        let memory = Memory::new(100);
+        let limits = [concurrent(1, 60 * SECOND)];
+        let scopes = [Scope::enforced(0, &limits)];
+        let hour = NOON + 3600 * SECOND;
+        assert!(memory.check_ticket(Key(1), &scopes, NOON, Counting::AllowedOnly, 1).is_allowed());
+        assert!(!memory.check_ticket(Key(1), &scopes, NOON, Counting::AllowedOnly, 2).is_allowed());
+        let closed = memory.close(Key(1), 1, hour, &scopes, 0, NOON + SECOND);
+        assert_eq!(closed, Closed::Closed { released: 1, charged: Vec::new() });
+        assert_eq!(memory.close(Key(1), 1, hour, &scopes, 0, NOON + SECOND), Closed::Unknown);
+        assert!(memory.check_ticket(Key(1), &scopes, NOON + SECOND, Counting::AllowedOnly, 3).is_allowed());
+        // Another caller's ticket of the same id is its own.
+        assert_eq!(
+            memory.close(Key(2), 1, hour, &scopes, 0, NOON),
+            Closed::Closed { released: 0, charged: vec![] }
+        );
+        assert_eq!(memory.slots_ended(), 0);
+    }
+
+    #[test]
+    fn a_reported_cost_may_take_a_quota_over_and_the_next_request_is_denied() {
+        let memory = Memory::new(100);
+        let limits = [per(20, Window::Day), per(10, Window::Day).counting(crate::limiter::Counts::Requests)];
+        let scopes = [Scope::enforced(0, &limits).costing(5)];
+        for ticket in 0..3 {
+            assert!(memory.check_ticket(Key(1), &scopes, NOON, Counting::AllowedOnly, ticket).is_allowed());
+        }
+        let Closed::Closed { released, charged } =
+            memory.close(Key(1), 0, NOON + 60 * SECOND, &scopes, 12, NOON)
+        else {
+            panic!("the ticket is open")
+        };
+        assert_eq!(released, 0);
+        let [charge] = &charged[..] else { panic!("only the limit counting cost: {charged:?}") };
+        assert!(!charge.verdict.allowed, "12 did not fit in the 5 left");
+        assert_eq!((charge.verdict.remaining, &*charge.limit.name), (0, "l"));
+        let denied = memory.check(Key(1), &[Scope::enforced(0, &limits)], NOON, Counting::AllowedOnly);
+        assert!(!denied.is_allowed());
+        assert_eq!(denied.verdicts()[1].verdict.remaining, 7, "requests counted the 3 only");
+    }
+
+    #[test]
+    fn a_ticket_past_its_expiry_closes_nothing() {
+        let memory = Memory::new(100);
+        let limits = [concurrent(1, 60 * SECOND), per(20, Window::Day)];
+        let scopes = [Scope::enforced(0, &limits)];
+        memory.check_ticket(Key(1), &scopes, NOON, Counting::AllowedOnly, 1);
+        let expires = NOON + 60 * SECOND;
+        assert_eq!(memory.close(Key(1), 1, expires, &scopes, 5, expires), Closed::Unknown);
+        let d = memory.check(Key(1), &scopes[..], NOON + SECOND, Counting::AllowedOnly);
+        assert_eq!(d.verdicts()[1].verdict.remaining, 19, "charged nothing");
+        assert!(!d.is_allowed(), "freed nothing");
+    }
+
+    #[test]
+    fn closed_tickets_are_remembered_within_bounds() {
+        let memory = Memory::new(8);
+        for ticket in 0..1000 {
+            let expires = NOON + (1 + ticket as u64 % 50) * SECOND;
+            assert!(matches!(memory.close(Key(1), ticket, expires, &[], 0, NOON), Closed::Closed { .. }));
+        }
+        let remembered: usize = memory.shards.iter().map(|s| s.lock().closed.until.len()).sum();
+        assert_eq!(remembered, 8);
+        // The ones remembered are still refused.
+        let shard = memory.shard([0, 1]).lock();
+        let kept: Vec<(TicketId, Nanos)> = shard.closed.until.iter().map(|(&(_, t), &e)| (t, e)).collect();
+        drop(shard);
+        for (ticket, expires) in kept {
+            assert_eq!(memory.close(Key(1), ticket, expires, &[], 0, NOON), Closed::Unknown);
+        }
     }
 
     #[test]

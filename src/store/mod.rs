@@ -106,8 +106,10 @@ pub type TicketId = u128;
 /// What closing a ticket did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Closed<'p> {
-    /// The ticket was open and is closed now: `released` concurrency slots were freed, and the
-    /// reported cost was charged to the limits of `charged` (their verdicts after the charge).
+    /// The ticket was open and is closed now: `released` concurrency slots were freed (slots
+    /// whose hold had ended are not counted), and the reported cost was charged to the limits
+    /// of `charged`, in scope order. Each verdict says whether the cost fitted in what was left
+    /// (`allowed`), and the rest as the next request of cost 1 would find it.
     Closed { released: u32, charged: Vec<Judged<'p>> },
     /// Closed already (or never issued by this store, or expired): nothing was done.
     Unknown,
@@ -174,9 +176,11 @@ impl Store {
     }
 
     /// Closes `ticket` of `caller`, valid until `expires`: frees its slots in the concurrency
-    /// limits of `scopes` and charges `cost` more to their limits that count cost (which may
-    /// take them over their quota). Once: a second close of the same ticket is
-    /// [`Closed::Unknown`] and does nothing.
+    /// limits of `scopes` (dry-run ones too) and charges `cost` more to their limits that count
+    /// cost, without an admission check (which may take them over their quota; a bucket's debt
+    /// stays capped). Once: a second close of the same ticket, or one at or after `expires`, is
+    /// [`Closed::Unknown`] and does nothing. A cost of 0 charges nothing. `Err` only from Redis
+    /// unreachable with `on_error` other than `"local"`: nothing was closed.
     pub async fn close<'p>(
         &self,
         caller: Key,
@@ -186,9 +190,10 @@ impl Store {
         cost: u32,
         now: Nanos,
     ) -> Result<Closed<'p>, StoreError> {
-        // TODO(part 7, store).
-        let _ = (caller, ticket, expires, scopes, cost, now);
-        Ok(Closed::Unknown)
+        match self {
+            Store::Memory(m) => Ok(m.close(caller, ticket, expires, scopes, cost, now)),
+            Store::Redis(r) => r.close(caller, ticket, expires, scopes, cost, now).await,
+        }
     }
 
     /// Requests holding a concurrency slot at `now`, where the store can tell: exactly for

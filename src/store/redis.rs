@@ -39,7 +39,7 @@ use redis::cluster_async::ClusterConnection;
 use redis::{Client, IntoConnectionInfo, Script, ScriptInvocation};
 use smallvec::SmallVec;
 
-use super::{Counting, Decision, Judged, Memory, Mode, Scope, StoreError, TicketId, Verdicts};
+use super::{Closed, Counting, Decision, Judged, Memory, Mode, Scope, StoreError, TicketId, Verdicts};
 use crate::config::{OnError, RedisConfig};
 use crate::identity::Key;
 use crate::limiter::{Algorithm, Limit, Nanos, Verdict, SECOND};
@@ -49,6 +49,8 @@ mod overrides;
 
 /// Checks a request: the arithmetic of every limit, then the check itself.
 const CHECK: &str = concat!(include_str!("limits.lua"), include_str!("check.lua"));
+/// Closes a ticket, with the same arithmetic.
+const CLOSE: &str = concat!(include_str!("limits.lua"), include_str!("close.lua"));
 
 #[derive(Clone)]
 enum Conn {
@@ -119,6 +121,7 @@ pub struct Redis {
     config: RedisConfig,
     conn: ArcSwapOption<Conn>,
     script: Script,
+    close: Script,
     breaker: Breaker,
     /// `on_error = "local"`: decides while Redis cannot.
     fallback: Memory,
@@ -157,6 +160,7 @@ impl Redis {
             config,
             conn: ArcSwapOption::empty(),
             script: Script::new(CHECK),
+            close: Script::new(CLOSE),
             fallback: Memory::new(max_keys),
             denials,
             connected: AtomicBool::new(false),
@@ -281,6 +285,11 @@ impl Redis {
         format!("{}{{{:032x}}}:{scope:08x}:{limit:08x}", self.config.prefix, caller.0)
     }
 
+    /// The key of a closed ticket's marker, in its caller's hash tag.
+    fn closed_key(&self, caller: Key, ticket: TicketId) -> String {
+        format!("{}{{{:032x}}}:closed:{ticket:032x}", self.config.prefix, caller.0)
+    }
+
     /// See [`super::Store::check_ticket`].
     pub async fn check<'p>(
         &self,
@@ -372,6 +381,66 @@ impl Redis {
             .ok_or_else(|| format!("the script gave a reply it never gives ({} values)", reply.len()))?;
         self.slots_ended.fetch_add(reply[1].unsigned_abs(), Ordering::Relaxed);
         Ok(())
+    }
+
+    /// See [`super::Store::close`]. Redis decides whether the ticket has expired, on the clock
+    /// the checks use. While Redis cannot answer, `on_error = "local"` closes it in the memory
+    /// fallback (which knows only the slots and counts it holds itself); `allow` and `deny`
+    /// have nothing to close it in: the store is unavailable.
+    pub async fn close<'p>(
+        &self,
+        caller: Key,
+        ticket: TicketId,
+        expires: Nanos,
+        scopes: &[Scope<'p>],
+        cost: u32,
+        now: Nanos,
+    ) -> Result<Closed<'p>, StoreError> {
+        let Some(conn) = self.conn.load_full().filter(|_| self.breaker.allows(now)) else {
+            return self.close_fallback(caller, ticket, expires, scopes, cost, now);
+        };
+        let mut invocation = self.invocation(&self.close, now, ticket);
+        invocation.arg(expires).arg(cost).key(self.closed_key(caller, ticket));
+        for s in scopes {
+            for l in s.limits.iter().filter(|l| l.is_concurrent() || (cost > 0 && l.counts_cost())) {
+                invocation.key(self.key(caller, s.id, l.id));
+                limit_args(&mut invocation, l, if l.is_concurrent() { 1 } else { cost });
+            }
+        }
+        let reply = self.run(&conn, &invocation).await.and_then(|reply| {
+            parse_closed(&reply, scopes, cost).ok_or_else(|| {
+                format!("the close script gave a reply it never gives ({} values)", reply.len())
+            })
+        });
+        match reply {
+            Ok((closed, ended)) => {
+                self.succeeded();
+                self.slots_ended.fetch_add(ended, Ordering::Relaxed);
+                Ok(closed)
+            }
+            Err(why) => {
+                self.failed(&why, now);
+                self.close_fallback(caller, ticket, expires, scopes, cost, now)
+            }
+        }
+    }
+
+    /// What `on_error` makes of a close while Redis cannot answer.
+    fn close_fallback<'p>(
+        &self,
+        caller: Key,
+        ticket: TicketId,
+        expires: Nanos,
+        scopes: &[Scope<'p>],
+        cost: u32,
+        now: Nanos,
+    ) -> Result<Closed<'p>, StoreError> {
+        match self.config.on_error {
+            OnError::Local => Ok(self.fallback.close(caller, ticket, expires, scopes, cost, now)),
+            OnError::Allow | OnError::Deny => {
+                Err(StoreError::Unavailable { retry_after: self.config.breaker_reattempt })
+            }
+        }
     }
 
     /// An invocation of `script` with the arguments every script starts with (limits.lua):
@@ -525,6 +594,28 @@ fn parse<'a, 'p: 'a>(
         }
     }
     (every == all).then_some(())
+}
+
+/// Reads the close script's reply for `scopes` and `cost`: what closing did, and how many
+/// slots the call found ended. `None` if it is not a reply the script gives.
+fn parse_closed<'p>(reply: &[i64], scopes: &[Scope<'p>], cost: u32) -> Option<(Closed<'p>, u64)> {
+    let charged = scopes.iter().flat_map(|s| s.limits.iter().map(move |l| (s, l)));
+    let charged: Vec<_> = charged.filter(|(_, l)| cost > 0 && l.counts_cost()).collect();
+    match reply {
+        [0] => Some((Closed::Unknown, 0)),
+        [1, released, ended, fields @ ..] if fields.len() == 6 * charged.len() => {
+            let charged = charged
+                .into_iter()
+                .zip(fields.chunks_exact(6))
+                .map(|((s, limit), f)| {
+                    Some(Judged { limit, rule: s.rule, mode: s.mode, verdict: verdict(f, limit)? })
+                })
+                .collect::<Option<Vec<_>>>()?;
+            let released = u32::try_from(*released).ok()?;
+            Some((Closed::Closed { released, charged }, u64::try_from(*ended).ok()?))
+        }
+        _ => None,
+    }
 }
 
 /// One limit's verdict from its six fields in a script's reply; `None` if they are not fields
