@@ -6,12 +6,14 @@
 //!
 //! The store benches call [`Memory`] directly, the memory store's own cost: `Store::check` wraps
 //! the same call in an enum match (and an `async fn` once other backends exist).
+//! `store/ticket_check_and_close` is a request holding a concurrency slot, checked and closed.
 //!
 //! `cargo bench --bench hot_path` (about a minute); `cargo bench --bench hot_path -- store` for
 //! a subset.
 
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
+use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
@@ -20,7 +22,7 @@ use http::{HeaderMap, HeaderValue, Request};
 use quotagate::clock::Clock;
 use quotagate::config::Config;
 use quotagate::identity::Key;
-use quotagate::limiter::{Nanos, SECOND};
+use quotagate::limiter::{Algorithm, Limit, Nanos, Window, SECOND};
 use quotagate::policy::{Applicable, PlanId, Scopes};
 use quotagate::request::Forwarded;
 use quotagate::server::response::{self, Report};
@@ -200,6 +202,29 @@ fn store(c: &mut Criterion) {
             fresh += 1;
             let key = Key(fresh.wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835));
             inserts.check(key, &open_scopes, NOW, Counting::AllowedOnly).is_allowed()
+        })
+    });
+
+    // The life of a request holding a concurrency slot: admitted under its ticket, then closed
+    // with a reported cost (the closed-ticket marker, the slot freed, the cost charged).
+    let slotted = [
+        Limit::new(
+            "concurrent",
+            Algorithm::Concurrent { max: NonZeroU32::new(4).expect("4"), hold: 60 * SECOND },
+        ),
+        Limit::new("day", Algorithm::Fixed { requests: NonZeroU32::MAX, window: Window::Day }),
+    ];
+    let slotted_scopes = [Scope::enforced(0, &slotted)];
+    let tickets = Memory::new(1_000_000);
+    let mut ticket = 0u128;
+    g.bench_function("ticket_check_and_close", |b| {
+        b.iter(|| {
+            ticket += 1;
+            let allowed = tickets
+                .check_ticket(keys[0], &slotted_scopes, NOW, Counting::AllowedOnly, ticket)
+                .is_allowed();
+            let closed = tickets.close(keys[0], ticket, NOW + 60 * SECOND, &slotted_scopes, 1, NOW);
+            (allowed, closed)
         })
     });
     g.finish();

@@ -9,15 +9,13 @@ mod support;
 
 use std::cell::{Cell, RefCell};
 use std::num::NonZeroU32;
-use std::sync::Arc;
-use std::time::Duration;
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config as Cases, TestRunner};
 use quotagate::identity::Key;
 use quotagate::limiter::{slot_end, Algorithm, Limit, Nanos, Window, SECOND};
 use quotagate::policy::slot_hold;
-use quotagate::store::{Closed, Counting, Decision, Memory, Mode, Redis, Scope, Store, TicketId};
+use quotagate::store::{Closed, Counting, Decision, Memory, Mode, Scope, Store, TicketId};
 use support::RedisServer;
 
 /// 2026-01-01 00:00:00 UTC.
@@ -120,13 +118,8 @@ struct Stores {
 impl Stores {
     fn start() -> Stores {
         let server = RedisServer::start();
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        let config = support::redis::store_config(&format!("url = \"{}\"", server.url()));
-        let redis = Arc::new(Redis::new(config, 1000).with_caller_clock());
-        runtime.block_on(async {
-            tokio::time::timeout(Duration::from_secs(10), redis.clone().connect()).await.expect("connects")
-        });
-        Stores { runtime, redis: Store::Redis(redis), _server: server }
+        let (runtime, redis) = support::redis::caller_clock_store(&server, false);
+        Stores { runtime, redis, _server: server }
     }
 }
 

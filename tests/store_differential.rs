@@ -14,14 +14,12 @@ mod support;
 
 use std::cell::{Cell, RefCell};
 use std::num::NonZeroU32;
-use std::sync::Arc;
-use std::time::Duration;
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config as Cases, TestCaseError, TestRunner};
 use quotagate::identity::Key;
 use quotagate::limiter::{Algorithm, Counts, Limit, Nanos, State, Window, MAX_DELAY, MAX_SPAN, SECOND};
-use quotagate::store::{Closed, Counting, Decision, Memory, Mode, Redis, Scope, Store};
+use quotagate::store::{Closed, Counting, Decision, Memory, Mode, Scope, Store};
 use support::windows::window;
 use support::RedisServer;
 
@@ -98,7 +96,9 @@ fn gap() -> impl Strategy<Value = Nanos> {
 /// `retry_after` lands where quotients are exact: one nanosecond early, on time, or one late);
 /// which of the case's scopes apply, and which of those are dry-run (bit masks); whether denied
 /// requests count; what the request costs.
-fn steps() -> impl Strategy<Value = Vec<(Result<Nanos, i8>, u8, u8, bool, u32)>> {
+type Step = (Result<Nanos, i8>, u8, u8, bool, u32);
+
+fn steps() -> impl Strategy<Value = Vec<Step>> {
     let when = prop_oneof![3 => gap().prop_map(Ok), 2 => (-1i8..=1).prop_map(Err)];
     let dry_run = prop_oneof![3 => Just(0u8), 1 => any::<u8>()];
     prop::collection::vec((when, any::<u8>(), dry_run, any::<bool>(), cost()), 1..40)
@@ -118,13 +118,8 @@ struct Stores {
 impl Stores {
     fn start() -> Stores {
         let server = RedisServer::start();
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        let config = support::redis::store_config(&format!("url = \"{}\"", server.url()));
-        let redis = Arc::new(Redis::new(config, 1000).with_caller_clock());
-        runtime.block_on(async {
-            tokio::time::timeout(Duration::from_secs(10), redis.clone().connect()).await.expect("connects")
-        });
-        Stores { runtime, memory: Store::Memory(Memory::new(100_000)), redis: Store::Redis(redis), server }
+        let (runtime, redis) = support::redis::caller_clock_store(&server, false);
+        Stores { runtime, memory: Store::Memory(Memory::new(100_000)), redis, server }
     }
 
     fn check<'p>(
@@ -368,14 +363,7 @@ fn a_remembered_denial_ends_when_the_bucket_would_let_the_caller_wait() {
     // store.redis.local remembers denials until Redis could admit the caller again: for a
     // bucket with max_delay, that is max_delay before its next token, not the token itself.
     let server = RedisServer::start();
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let mut config = support::redis::store_config(&format!("url = \"{}\"", server.url()));
-    config.local = true;
-    let redis = Arc::new(Redis::new(config, 1000).with_caller_clock());
-    runtime.block_on(async {
-        tokio::time::timeout(Duration::from_secs(10), redis.clone().connect()).await.expect("connects")
-    });
-    let store = Store::Redis(redis);
+    let (runtime, store) = support::redis::caller_clock_store(&server, true);
     let ms = SECOND / 1000;
     let limits = [Limit::new(
         "b",
@@ -400,14 +388,7 @@ fn a_denial_by_a_concurrency_limit_is_never_remembered() {
     // store.redis.local: a closed ticket frees its slot at once, so the caller's next request
     // must reach Redis, not a denial remembered until the oldest slot's hold ends.
     let server = RedisServer::start();
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let mut config = support::redis::store_config(&format!("url = \"{}\"", server.url()));
-    config.local = true;
-    let redis = Arc::new(Redis::new(config, 1000).with_caller_clock());
-    runtime.block_on(async {
-        tokio::time::timeout(Duration::from_secs(10), redis.clone().connect()).await.expect("connects")
-    });
-    let store = Store::Redis(redis);
+    let (runtime, store) = support::redis::caller_clock_store(&server, true);
     let limits =
         [Limit::new("c", Algorithm::Concurrent { max: NonZeroU32::new(1).unwrap(), hold: 60 * SECOND })];
     let scopes = [Scope::enforced(1, &limits)];

@@ -120,8 +120,8 @@ type Denials = moka::sync::Cache<(u128, u64), Arc<(Nanos, Nanos, SmallVec<[Verdi
 pub struct Redis {
     config: RedisConfig,
     conn: ArcSwapOption<Conn>,
-    script: Script,
-    close: Script,
+    check_script: Script,
+    close_script: Script,
     breaker: Breaker,
     /// `on_error = "local"`: decides while Redis cannot.
     fallback: Memory,
@@ -159,8 +159,8 @@ impl Redis {
             },
             config,
             conn: ArcSwapOption::empty(),
-            script: Script::new(CHECK),
-            close: Script::new(CLOSE),
+            check_script: Script::new(CHECK),
+            close_script: Script::new(CLOSE),
             fallback: Memory::new(max_keys),
             denials,
             connected: AtomicBool::new(false),
@@ -368,7 +368,7 @@ impl Redis {
         group: impl Iterator<Item = &'a Scope<'p>> + Clone,
         out: &mut Verdicts<'p>,
     ) -> Result<(), String> {
-        let mut invocation = self.invocation(&self.script, now, ticket);
+        let mut invocation = self.invocation(&self.check_script, now, ticket);
         invocation.arg(if counting == Counting::Everything { "1" } else { "0" });
         for s in group.clone() {
             for l in s.limits {
@@ -396,45 +396,29 @@ impl Redis {
         cost: u32,
         now: Nanos,
     ) -> Result<Closed<'p>, StoreError> {
-        let Some(conn) = self.conn.load_full().filter(|_| self.breaker.allows(now)) else {
-            return self.close_fallback(caller, ticket, expires, scopes, cost, now);
-        };
-        let mut invocation = self.invocation(&self.close, now, ticket);
-        invocation.arg(expires).arg(cost).key(self.closed_key(caller, ticket));
-        for s in scopes {
-            for l in s.limits.iter().filter(|l| l.is_concurrent() || (cost > 0 && l.counts_cost())) {
-                invocation.key(self.key(caller, s.id, l.id));
-                limit_args(&mut invocation, l, if l.is_concurrent() { 1 } else { cost });
+        if let Some(conn) = self.conn.load_full().filter(|_| self.breaker.allows(now)) {
+            let mut invocation = self.invocation(&self.close_script, now, ticket);
+            invocation.arg(expires).arg(cost).key(self.closed_key(caller, ticket));
+            for s in scopes {
+                for l in s.limits.iter().filter(|l| l.is_concurrent() || (cost > 0 && l.counts_cost())) {
+                    invocation.key(self.key(caller, s.id, l.id));
+                    limit_args(&mut invocation, l, if l.is_concurrent() { 1 } else { cost });
+                }
+            }
+            let reply = self.run(&conn, &invocation).await.and_then(|reply| {
+                parse_closed(&reply, scopes, cost).ok_or_else(|| {
+                    format!("the close script gave a reply it never gives ({} values)", reply.len())
+                })
+            });
+            match reply {
+                Ok((closed, ended)) => {
+                    self.succeeded();
+                    self.slots_ended.fetch_add(ended, Ordering::Relaxed);
+                    return Ok(closed);
+                }
+                Err(why) => self.failed(&why, now),
             }
         }
-        let reply = self.run(&conn, &invocation).await.and_then(|reply| {
-            parse_closed(&reply, scopes, cost).ok_or_else(|| {
-                format!("the close script gave a reply it never gives ({} values)", reply.len())
-            })
-        });
-        match reply {
-            Ok((closed, ended)) => {
-                self.succeeded();
-                self.slots_ended.fetch_add(ended, Ordering::Relaxed);
-                Ok(closed)
-            }
-            Err(why) => {
-                self.failed(&why, now);
-                self.close_fallback(caller, ticket, expires, scopes, cost, now)
-            }
-        }
-    }
-
-    /// What `on_error` makes of a close while Redis cannot answer.
-    fn close_fallback<'p>(
-        &self,
-        caller: Key,
-        ticket: TicketId,
-        expires: Nanos,
-        scopes: &[Scope<'p>],
-        cost: u32,
-        now: Nanos,
-    ) -> Result<Closed<'p>, StoreError> {
         match self.config.on_error {
             OnError::Local => Ok(self.fallback.close(caller, ticket, expires, scopes, cost, now)),
             OnError::Allow | OnError::Deny => {

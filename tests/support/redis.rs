@@ -237,3 +237,20 @@ pub fn store_config(connection: &str) -> quotagate::config::RedisConfig {
         quotagate::config::Backend::Memory => unreachable!("kind = \"redis\""),
     }
 }
+
+/// A Redis store on `server` whose script counts at the `now` each check is given
+/// (`Redis::with_caller_clock`), so that a test drives time; connected, with the
+/// current-thread runtime to drive it. `local` turns on the local tier of denials.
+pub fn caller_clock_store(
+    server: &RedisServer,
+    local: bool,
+) -> (tokio::runtime::Runtime, quotagate::store::Store) {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+    let mut config = store_config(&format!("url = \"{}\"", server.url()));
+    config.local = local;
+    let redis = std::sync::Arc::new(quotagate::store::Redis::new(config, 1000).with_caller_clock());
+    runtime.block_on(async {
+        tokio::time::timeout(Duration::from_secs(10), redis.clone().connect()).await.expect("connects")
+    });
+    (runtime, quotagate::store::Store::Redis(redis))
+}
