@@ -179,6 +179,12 @@ impl Hasher {
         u64::from_le_bytes(out.as_bytes()[..8].try_into().expect("8 of 32 bytes"))
     }
 
+    /// A 32-byte key for another use of the configured secret (`context` names the use), so
+    /// that keys for different purposes never coincide and none reveals the hashing key.
+    pub(crate) fn derive_key(&self, context: &str) -> [u8; 32] {
+        blake3::derive_key(context, &self.key)
+    }
+
     pub fn token(&self, token: &[u8]) -> Key {
         self.hash(KIND_TOKEN, token)
     }

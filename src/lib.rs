@@ -9,6 +9,7 @@
 //! - [`policy`]: which limits apply: plans, tokens, rules on host/path/method.
 //! - [`limiter`]: the algorithms as pure arithmetic (fixed calendar window, sliding, GCRA).
 //! - [`store`]: the counters and the atomic check-and-count (memory: sharded maps, one lock per check).
+//! - [`ticket`]: tickets handed to admitted requests and back to `POST /v1/tickets/close`.
 //! - [`server`]: axum routes, the forwardAuth handler, responses, reload and shutdown.
 //! - [`telemetry`]: logging and Prometheus metrics.
 //! - [`overrides`]: per-token plans and limits set at runtime, kept beside the config.
@@ -26,3 +27,4 @@ pub mod request;
 pub mod server;
 pub mod store;
 pub mod telemetry;
+pub mod ticket;
