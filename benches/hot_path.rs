@@ -303,8 +303,13 @@ fn responses(c: &mut Criterion) {
         let scopes = scopes(&config, plan_id, &fwd);
         store.check(caller.key(), &scopes, NOW, Counting::AllowedOnly);
         let decision = store.check(caller.key(), &scopes, NOW, Counting::AllowedOnly);
-        let report =
-            Report { plan, caller: &caller, verdicts: decision.verdicts(), ratelimit_on_allowed: true };
+        let report = Report {
+            plan,
+            caller: &caller,
+            verdicts: decision.verdicts(),
+            ratelimit_on_allowed: true,
+            ticket: None,
+        };
         if decision.is_allowed() {
             g.bench_function("allowed_200", |b| b.iter(|| response::allowed(black_box(&report))));
         } else {

@@ -8,6 +8,7 @@
 //! kept beside it. The policy knows nothing of metrics.
 
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -234,6 +235,38 @@ struct ListenerLabels {
     listener: &'static str,
 }
 
+/// What a `POST /v1/tickets/close` came to: `quotagate_tickets_closed_total{result}`.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum CloseResult {
+    /// The ticket was open: its slots were freed and its cost charged (200).
+    closed,
+    /// Closed already, expired, or unknown to the store (404).
+    unknown,
+    /// A malformed or forged ticket, or a body that is not a close request (400).
+    invalid,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TicketCloseLabels {
+    result: CloseResult,
+}
+
+/// The store's figures as of now, for [`Metrics::render`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StoreFigures {
+    /// Counter entries held in memory (for Redis, its local fallback).
+    pub live_keys: u64,
+    /// Whether the store answers (Redis connected, breaker closed).
+    pub up: bool,
+    /// Redis commands that failed or timed out since start.
+    pub errors: u64,
+    /// Concurrency slots held now (memory: exact; Redis: its local fallback's).
+    pub tickets_in_flight: u64,
+    /// Concurrency slots freed by their `hold` since start, as the store saw them expire.
+    pub tickets_expired: u64,
+}
+
 /// The service's metrics.
 #[derive(Debug)]
 pub struct Metrics {
@@ -248,6 +281,14 @@ pub struct Metrics {
     connections_closed: Family<ClosedLabels, Counter>,
     connections_open: Family<ListenerLabels, Gauge>,
     admin_requests: Family<AdminLabels, Counter>,
+    tickets_issued: Counter,
+    tickets_closed: Family<TicketCloseLabels, Counter>,
+    tickets_refused: Counter,
+    tickets_expired: Counter,
+    /// The store's expiry total the counter has caught up with.
+    tickets_expired_seen: AtomicU64,
+    tickets_in_flight: Gauge,
+    ticket_cost_reported: Counter,
 }
 
 impl Default for Metrics {
@@ -308,6 +349,42 @@ impl Metrics {
             "Calls of the admin API, by endpoint (method and route) and status",
             admin_requests.clone(),
         );
+        let tickets_issued = Counter::default();
+        registry.register(
+            "tickets_issued",
+            "Tickets handed to admitted requests (X-Quotagate-Ticket)",
+            tickets_issued.clone(),
+        );
+        let tickets_closed = Family::<TicketCloseLabels, Counter>::default();
+        registry.register(
+            "tickets_closed",
+            "POST /v1/tickets/close answered, by result (closed, unknown: closed already or expired, invalid: malformed or forged)",
+            tickets_closed.clone(),
+        );
+        let tickets_refused = Counter::default();
+        registry.register(
+            "tickets_refused",
+            "Requests denied (429) by a concurrency limit",
+            tickets_refused.clone(),
+        );
+        let tickets_expired = Counter::default();
+        registry.register(
+            "tickets_expired",
+            "Concurrency slots freed by their hold, never closed, as the store saw them expire",
+            tickets_expired.clone(),
+        );
+        let tickets_in_flight = Gauge::default();
+        registry.register(
+            "tickets_in_flight",
+            "Concurrency slots held now (memory store: exact; Redis: its local fallback's)",
+            tickets_in_flight.clone(),
+        );
+        let ticket_cost_reported = Counter::default();
+        registry.register(
+            "ticket_cost_reported",
+            "Cost units backends reported when closing tickets, charged on top of admission",
+            ticket_cost_reported.clone(),
+        );
         Metrics {
             registry,
             decisions,
@@ -320,6 +397,13 @@ impl Metrics {
             connections_closed,
             connections_open,
             admin_requests,
+            tickets_issued,
+            tickets_closed,
+            tickets_refused,
+            tickets_expired,
+            tickets_expired_seen: AtomicU64::new(0),
+            tickets_in_flight,
+            ticket_cost_reported,
         }
     }
 
@@ -371,11 +455,35 @@ impl Metrics {
         self.reloads.get_or_create(&ReloadLabels { result }).inc();
     }
 
+    /// Counts one ticket handed to an admitted request.
+    pub fn ticket_issued(&self) {
+        self.tickets_issued.inc();
+    }
+
+    /// Counts one request denied by a concurrency limit.
+    pub fn ticket_refused(&self) {
+        self.tickets_refused.inc();
+    }
+
+    /// Counts one close request by its `result`, and (when `closed`) the cost it reported.
+    pub fn ticket_closed(&self, result: CloseResult, reported_cost: u32) {
+        self.tickets_closed.get_or_create(&TicketCloseLabels { result }).inc();
+        if result == CloseResult::closed {
+            self.ticket_cost_reported.inc_by(u64::from(reported_cost));
+        }
+    }
+
     /// Prometheus text exposition, with the store's figures as of now.
-    pub fn render(&self, live_keys: u64, store_up: bool, store_errors: u64) -> String {
-        self.live_keys.set(i64::try_from(live_keys).unwrap_or(i64::MAX));
-        self.store_up.set(i64::from(store_up));
-        self.store_errors.set(i64::try_from(store_errors).unwrap_or(i64::MAX));
+    pub fn render(&self, store: StoreFigures) -> String {
+        let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        self.live_keys.set(gauge(store.live_keys));
+        self.store_up.set(i64::from(store.up));
+        self.store_errors.set(gauge(store.errors));
+        self.tickets_in_flight.set(gauge(store.tickets_in_flight));
+        // The store counts expiries; the counter catches up with its total, which never falls.
+        // `fetch_max` gives concurrent renders disjoint shares of the difference.
+        let seen = self.tickets_expired_seen.fetch_max(store.tickets_expired, Ordering::Relaxed);
+        self.tickets_expired.inc_by(store.tickets_expired.saturating_sub(seen));
         let mut out = String::with_capacity(4096);
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");

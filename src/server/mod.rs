@@ -28,7 +28,8 @@ use crate::config::{Backend, Config};
 use crate::overrides::{self, Overrides};
 use crate::store::snapshot::SnapshotError;
 use crate::store::{self, Memory, Redis, Store};
-use crate::telemetry::{Decisions, Metrics};
+use crate::telemetry::{Decisions, Metrics, StoreFigures};
+use crate::ticket::Minter;
 
 /// Shared state of a running service; cheap to clone.
 #[derive(Clone, Debug)]
@@ -53,11 +54,21 @@ impl std::ops::Deref for AppState {
 }
 
 /// A config in force, with what this server builds from it when it is put in force: its
-/// decision counters. Reads as the config.
+/// decision counters and its ticket minter. Reads as the config.
 #[derive(Debug)]
 pub struct Live {
     pub config: Config,
     pub decisions: Decisions,
+    /// Mints and reads tickets under the config's `identity.hash_key`.
+    pub minter: Minter,
+}
+
+impl Live {
+    fn new(config: Config, metrics: &Metrics) -> Live {
+        let decisions = metrics.decisions(&config.policy);
+        let minter = Minter::new(&config.identity.hasher);
+        Live { config, decisions, minter }
+    }
 }
 
 impl std::ops::Deref for Live {
@@ -70,8 +81,7 @@ impl std::ops::Deref for Live {
 impl AppState {
     /// Puts `config` in force: checks that start from now on use it.
     pub fn install(&self, config: Config) {
-        let decisions = self.metrics.decisions(&config.policy);
-        self.config.store(Arc::new(Live { config, decisions }));
+        self.config.store(Arc::new(Live::new(config, &self.metrics)));
     }
 
     /// State for `config`, with its store built empty. A Redis store starts connecting in the
@@ -87,13 +97,12 @@ impl AppState {
             }
         };
         let metrics = Metrics::new();
-        let decisions = metrics.decisions(&config.policy);
         let overrides = Arc::new(Overrides::new(match &store {
             Store::Redis(redis) => Some(redis.clone()),
             Store::Memory(_) => None,
         }));
         AppState(Arc::new(Inner {
-            config: ArcSwap::from_pointee(Live { config, decisions }),
+            config: ArcSwap::from_pointee(Live::new(config, &metrics)),
             store,
             clock,
             metrics,
@@ -141,7 +150,9 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         Store::Memory(_) => (true, 0),
         Store::Redis(r) => (r.health() == crate::store::Health::Up, r.errors()),
     };
-    let body = state.metrics.render(state.store.live_keys(), up, errors);
+    // TODO(part 7, store): the slots in flight and expired, once the store counts them.
+    let figures = StoreFigures { live_keys: state.store.live_keys(), up, errors, ..StoreFigures::default() };
+    let body = state.metrics.render(figures);
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body)
 }
 

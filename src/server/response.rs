@@ -2,8 +2,9 @@
 //!
 //! - 200: empty body; `RateLimit-Policy` and `RateLimit` (unless `answers.ratelimit_on_allowed`
 //!   is off), `X-RateLimit-Limit`, `-Remaining`, `-Reset` for the most constrained limit,
-//!   `X-Quotagate-Plan` and `X-Quotagate-Identity` (a fingerprint, never a token), for
-//!   Traefik's `authResponseHeaders` to copy to the backend.
+//!   `X-Quotagate-Plan` and `X-Quotagate-Identity` (a fingerprint, never a token), and
+//!   `X-Quotagate-Ticket` when the request got a ticket ([`crate::ticket`]), for Traefik's
+//!   `authResponseHeaders` to copy to the backend.
 //! - 429: `Retry-After` (whole seconds, rounded up), `RateLimit-Policy` and `RateLimit`, the
 //!   `X-RateLimit-*` headers and an `application/problem+json` body of the registered type
 //!   `quota-exceeded`, whose `violated-policies` are the violated items' names.
@@ -17,7 +18,9 @@
 //! the time to refill it, `burst * period / average`, rounded up to whole seconds; `r` is what
 //! is left now and `t` the seconds until quota is available again (with `r=0`, the wait; else a
 //! window's end, or a bucket's next token), which keeps every `r=0` item's `t` within
-//! `Retry-After`.
+//! `Retry-After`. A concurrency limit's item has `q` = the requests it lets be in flight and
+//! `qu="concurrent-requests"` (the draft's registered unit) instead of a `w`; its `r` is the
+//! free slots and `t` the seconds until its oldest slot's `hold` ends.
 
 use std::fmt::{self, Write as _};
 
@@ -40,6 +43,7 @@ static X_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining"
 static X_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
 static X_PLAN: HeaderName = HeaderName::from_static("x-quotagate-plan");
 static X_IDENTITY: HeaderName = HeaderName::from_static("x-quotagate-identity");
+static X_TICKET: HeaderName = HeaderName::from_static("x-quotagate-ticket");
 static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
 const PROBLEM_JSON: &str = "application/problem+json";
@@ -48,7 +52,7 @@ const QUOTA_EXCEEDED: &str = "https://iana.org/assignments/http-problem-types#qu
 
 /// Headers on a 200 with limit information, and on a 429 (with its body): the maps are made
 /// this size at once instead of growing (and rehashing) on the way.
-const ALLOWED_HEADERS: usize = 7;
+const ALLOWED_HEADERS: usize = 8;
 const DENIED_HEADERS: usize = 10;
 
 /// Whole seconds, rounded up: a client told to wait this long never comes back too early.
@@ -65,6 +69,8 @@ pub struct Report<'a> {
     pub verdicts: &'a [Judged<'a>],
     /// Whether a 200 carries `RateLimit-Policy` and `RateLimit` (`answers.ratelimit_on_allowed`).
     pub ratelimit_on_allowed: bool,
+    /// The ticket a 200 hands the backend (`X-Quotagate-Ticket`), if the request got one.
+    pub ticket: Option<&'a str>,
 }
 
 impl<'a> Report<'a> {
@@ -190,8 +196,13 @@ fn ratelimit_fields(headers: &mut HeaderMap, report: &Report<'_>) {
         sf_string(&mut policy, &j.limit.name);
         policy.0.extend_from_slice(b";q=");
         policy.0.extend_from_slice(digits.format(v.quota).as_bytes());
-        policy.0.extend_from_slice(b";w=");
-        policy.0.extend_from_slice(digits.format(policy_window(v)).as_bytes());
+        if j.limit.is_concurrent() {
+            // A quota of requests in flight has no window: the draft's registered unit says so.
+            policy.0.extend_from_slice(b";qu=\"concurrent-requests\"");
+        } else {
+            policy.0.extend_from_slice(b";w=");
+            policy.0.extend_from_slice(digits.format(policy_window(v)).as_bytes());
+        }
         sf_string(&mut state, &j.limit.name);
         state.0.extend_from_slice(b";r=");
         state.0.extend_from_slice(digits.format(v.remaining).as_bytes());
@@ -229,6 +240,9 @@ pub fn allowed(report: &Report<'_>) -> Response {
     }
     if report.ratelimit_on_allowed {
         ratelimit_fields(h, report);
+    }
+    if let Some(ticket) = report.ticket.and_then(|t| HeaderValue::from_str(t).ok()) {
+        h.insert(X_TICKET.clone(), ticket);
     }
     res
 }
@@ -410,7 +424,7 @@ mod tests {
     }
 
     /// An independent reading of a `RateLimit` or `RateLimit-Policy` value (the `sfv` crate):
-    /// each item as `name k=v ...`.
+    /// each item as `name k=v ...` (a string parameter unquoted).
     fn sf_items(res: &Response, field: &HeaderName) -> Vec<String> {
         let value = res.headers().get(field).unwrap_or_else(|| panic!("no {field}")).to_str().unwrap();
         let list: sfv::List = sfv::Parser::new(value).parse().unwrap();
@@ -419,8 +433,11 @@ mod tests {
                 let sfv::ListEntry::Item(item) = entry else { panic!("an inner list in {value}") };
                 let mut out = item.bare_item.as_string().expect("a string").as_str().to_owned();
                 for (k, v) in &item.params {
-                    let n = i64::from(v.as_integer().expect("an integer"));
-                    out.push_str(&format!(" {}={n}", k.as_str()));
+                    match (v.as_integer(), v.as_string()) {
+                        (Some(n), _) => out.push_str(&format!(" {}={}", k.as_str(), i64::from(n))),
+                        (None, Some(s)) => out.push_str(&format!(" {}={}", k.as_str(), s.as_str())),
+                        _ => panic!("{} in {value} is neither an integer nor a string", k.as_str()),
+                    }
                 }
                 out
             })
@@ -440,7 +457,7 @@ mod tests {
     }
 
     fn report<'a>(plan: &'a Plan, caller: &'a Caller, verdicts: &'a [Judged<'a>]) -> Report<'a> {
-        Report { plan, caller, verdicts, ratelimit_on_allowed: true }
+        Report { plan, caller, verdicts, ratelimit_on_allowed: true, ticket: None }
     }
 
     #[test]
@@ -602,6 +619,85 @@ mod tests {
         let res = allowed(&r);
         assert!(!res.headers().contains_key(&RATELIMIT) && !res.headers().contains_key(&RATELIMIT_POLICY));
         assert_eq!(res.headers()[&X_REMAINING], "9");
+    }
+
+    fn concurrent(max: u32) -> Limit {
+        Limit::new(
+            "concurrent",
+            Algorithm::Concurrent { max: std::num::NonZeroU32::new(max).unwrap(), hold: 120 * SECOND },
+        )
+    }
+
+    /// A concurrency limit's verdict as a store gives it: `free` slots left after the request,
+    /// the oldest slot's hold ending in `oldest_ends`.
+    fn slots(allowed: bool, max: u32, free: u32, oldest_ends: Nanos) -> Verdict {
+        let retry_after = if free == 0 { oldest_ends } else { 0 };
+        Verdict {
+            allowed,
+            quota: max,
+            remaining: free,
+            reset: oldest_ends,
+            retry_after,
+            wait: 0,
+            window: 120 * SECOND,
+        }
+    }
+
+    #[test]
+    fn a_concurrency_denial_speaks_of_requests_in_flight_and_waits_for_the_oldest_slot() {
+        let minute = Limit::new(
+            "minute",
+            Algorithm::Fixed { requests: std::num::NonZeroU32::new(10).unwrap(), window: Window::Minute },
+        );
+        let slots_limit = concurrent(2);
+        let mut state = State::default();
+        let v = hit(&minute, &mut state, T0 + 18 * SECOND);
+        let verdicts = [judged(&minute, v), judged(&slots_limit, slots(false, 2, 0, 37_200_000_000))];
+        let plan = Plan::new("pro", false, vec![minute.clone(), slots_limit.clone()]);
+        let caller = Caller::Token(Key(1));
+        let res = denied(&report(&plan, &caller, &verdicts));
+        assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(
+            sf_items(&res, &RATELIMIT_POLICY),
+            ["minute q=10 w=60", "concurrent q=2 qu=concurrent-requests"],
+            "no w for a concurrency limit"
+        );
+        assert_eq!(sf_items(&res, &RATELIMIT), ["minute r=9 t=42", "concurrent r=0 t=38"]);
+        assert_eq!(res.headers()[RETRY_AFTER], "38", "until the oldest slot's hold ends, rounded up");
+        let body: serde_json::Value = serde_json::from_str(&futures_body(res)).unwrap();
+        assert_eq!(body["violated-policies"], json!(["concurrent"]));
+        assert_eq!(body["retry_after_seconds"], 38);
+    }
+
+    #[test]
+    fn a_concurrency_denial_waits_at_least_a_second() {
+        let limit = concurrent(1);
+        let verdicts = [judged(&limit, slots(false, 1, 0, SECOND / 5))];
+        let plan = Plan::new("pro", false, vec![limit.clone()]);
+        let caller = Caller::Token(Key(1));
+        let res = denied(&report(&plan, &caller, &verdicts));
+        assert_eq!(res.headers()[RETRY_AFTER], "1");
+        assert_eq!(sf_items(&res, &RATELIMIT), ["concurrent r=0 t=1"]);
+    }
+
+    #[test]
+    fn an_admitted_request_carries_its_ticket_and_the_free_slots() {
+        let limit = concurrent(4);
+        let verdicts = [judged(&limit, slots(true, 4, 3, 120 * SECOND))];
+        let plan = Plan::new("pro", false, vec![limit.clone()]);
+        let caller = Caller::Token(Key(1));
+        let mut r = report(&plan, &caller, &verdicts);
+        let res = allowed(&r);
+        assert!(!res.headers().contains_key(&X_TICKET), "no ticket given, none sent");
+        r.ticket = Some("qt1.AAAA");
+        let res = allowed(&r);
+        assert_eq!(res.headers()[&X_TICKET], "qt1.AAAA");
+        assert_eq!(sf_items(&res, &RATELIMIT_POLICY), ["concurrent q=4 qu=concurrent-requests"]);
+        assert_eq!(sf_items(&res, &RATELIMIT), ["concurrent r=3 t=120"]);
+        assert_eq!(
+            (res.headers()[&X_LIMIT].to_str().unwrap(), res.headers()[&X_REMAINING].to_str().unwrap()),
+            ("4", "3")
+        );
     }
 
     fn futures_body(res: Response) -> String {
