@@ -334,13 +334,13 @@ impl Metrics {
         let connections_closed = Family::<ClosedLabels, Counter>::default();
         registry.register(
             "connections_closed",
-            "Connections the server closed on its own, by listener (check, admin) and reason (a bound hit or a timeout)",
+            "Connections the server closed on its own, by listener (check, admin, tickets) and reason (a bound hit or a timeout)",
             connections_closed.clone(),
         );
         let connections_open = Family::<ListenerLabels, Gauge>::default();
         registry.register(
             "connections_open",
-            "Connections open now, by listener (check, admin); bounded by server.max_connections",
+            "Connections open now, by listener (check, admin, tickets); bounded by server.max_connections",
             connections_open.clone(),
         );
         let admin_requests = Family::<AdminLabels, Counter>::default();
@@ -432,7 +432,7 @@ impl Metrics {
         self.connections.get_or_create(&ConnectionLabels { transport, alpn }).inc();
     }
 
-    /// Counts one connection on `listener` (`"check"` or `"admin"`) that the server closed
+    /// Counts one connection on `listener` (`"check"`, `"admin"` or `"tickets"`) that the server closed
     /// for `reason`.
     pub fn connection_closed(&self, listener: &'static str, reason: CloseReason) {
         self.connections_closed.get_or_create(&ClosedLabels { listener, reason }).inc();

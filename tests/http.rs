@@ -134,7 +134,8 @@ fn serve(
     let shutdown = async move {
         let _ = stopped.await;
     };
-    (stop, tokio::spawn(server::run(h.state.clone(), main, admin, shutdown, Duration::from_secs(5))))
+    let listeners = server::Listeners { check: main, admin, tickets: None };
+    (stop, tokio::spawn(server::run(h.state.clone(), listeners, shutdown, Duration::from_secs(5))))
 }
 
 #[tokio::test]

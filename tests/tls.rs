@@ -46,8 +46,8 @@ impl Tls {
         let shutdown = async move {
             let _ = stopped.await;
         };
-        let server =
-            tokio::spawn(server::run(state.clone(), main, Some(admin), shutdown, Duration::from_secs(5)));
+        let listeners = server::Listeners { check: main, admin: Some(admin), tickets: None };
+        let server = tokio::spawn(server::run(state.clone(), listeners, shutdown, Duration::from_secs(5)));
         Tls { state, config_path, main: main_addr, admin: admin_addr, stop: Some(stop), server: Some(server) }
     }
 

@@ -1,12 +1,18 @@
-//! The HTTP side: axum routes, the forwardAuth handler ([`check`]), responses ([`response`],
-//! the only place that knows statuses and headers), config reload ([`reload`]), connections
-//! with their bounds and timeouts ([`conn`], TLS in [`tls`]) and graceful shutdown. Only this
-//! module imports axum.
+//! The HTTP side: axum routes, the forwardAuth handler ([`check`]), the ticket close endpoint
+//! ([`tickets`]), responses ([`response`], the only place that knows statuses and headers),
+//! config reload ([`reload`]), connections with their bounds and timeouts ([`conn`], TLS in
+//! [`tls`]) and graceful shutdown. Only this module imports axum.
+//!
+//! Up to three listeners: checks (`server.listen`), the reserved paths (`server.admin_listen`,
+//! else on the check listener) and ticket closes (`server.tickets_listen`, which serves
+//! nothing else but `/healthz`: it is for backends, and the check listener, which clients'
+//! requests reach through Traefik, never closes a ticket).
 
 pub mod check;
 pub mod conn;
 pub mod reload;
 pub mod response;
+pub mod tickets;
 pub mod tls;
 
 use std::future::Future;
@@ -18,7 +24,7 @@ use arc_swap::ArcSwap;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
@@ -132,6 +138,17 @@ pub fn admin_router(state: AppState) -> Router {
     admin_routes().merge(crate::admin::routes(&state)).with_state(state)
 }
 
+/// The router for `server.tickets_listen`: `POST /v1/tickets/close` and `/healthz`, nothing
+/// else (every other path is a problem+json 404).
+pub fn tickets_router(state: AppState) -> Router {
+    let close = post(tickets::close).fallback(|| async { response::post_only() });
+    Router::new()
+        .route("/v1/tickets/close", close)
+        .route("/healthz", get(healthz))
+        .fallback(|| async { response::no_such_endpoint() })
+        .with_state(state)
+}
+
 async fn healthz() -> &'static str {
     "ok\n"
 }
@@ -156,16 +173,28 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body)
 }
 
-/// Serves checks on `listener` (and the reserved paths on `admin`, if given) until `shutdown`
-/// completes, then lets in-flight checks finish for at most `grace`. Connections are bounded
-/// and timed out as `server.connections` says ([`conn`]).
+/// The listeners a server serves on.
+#[derive(Debug)]
+pub struct Listeners {
+    /// forwardAuth checks (and the reserved paths when there is no `admin`).
+    pub check: TcpListener,
+    /// `/healthz`, `/readyz`, `/metrics` (`server.admin_listen`).
+    pub admin: Option<TcpListener>,
+    /// `POST /v1/tickets/close` (`server.tickets_listen`).
+    pub tickets: Option<TcpListener>,
+}
+
+/// Serves checks, and the reserved paths and ticket closes on their listeners if given, until
+/// `shutdown` completes; then lets in-flight checks and closes finish for at most `grace`.
+/// Connections are bounded and timed out as `server.connections` says ([`conn`]), on each
+/// listener.
 pub async fn run(
     state: AppState,
-    listener: TcpListener,
-    admin: Option<TcpListener>,
+    listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
     grace: Duration,
 ) -> std::io::Result<()> {
+    let Listeners { check, admin, tickets } = listeners;
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
         shutdown.await;
@@ -177,7 +206,7 @@ pub async fn run(
 
     let tls = state.config.load().tls.clone().map(tls::Tls::new);
     let main = conn::serve(
-        listener,
+        check,
         "check",
         router(state.clone(), admin.is_none()),
         tls,
@@ -194,6 +223,21 @@ pub async fn run(
             stop_rx.clone(),
         ))
     });
+    // Backends close the tickets of the checks still in flight at shutdown, so closes get the
+    // same grace as checks.
+    let tickets = tickets.map(|l| {
+        conn::serve(l, "tickets", tickets_router(state.clone()), None, state.clone(), stop_rx.clone())
+    });
+    let served = async {
+        let tickets = async {
+            match tickets {
+                Some(t) => t.await,
+                None => Ok(()),
+            }
+        };
+        let (main, tickets) = tokio::join!(main, tickets);
+        main.and(tickets)
+    };
 
     let deadline = {
         let rx = stop_rx.clone();
@@ -203,7 +247,7 @@ pub async fn run(
         }
     };
     tokio::select! {
-        r = main => r?,
+        r = served => r?,
         () = deadline => tracing::warn!(?grace, "shutdown grace period over; dropping open connections"),
     }
     if let Some(task) = admin {
@@ -257,25 +301,26 @@ pub async fn serve(
     let admin_addr = config.server.admin_listen;
     let grace = config.server.shutdown_timeout;
     let listener = TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
-    let admin = match admin_addr {
-        Some(a) => Some(TcpListener::bind(a).await.with_context(|| format!("cannot listen on {a}"))?),
-        None => None,
-    };
+    let tickets_addr = config.server.tickets_listen;
+    let admin = bind(admin_addr).await?;
+    let tickets = bind(tickets_addr).await?;
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         listen = %listener.local_addr()?,
         admin = ?admin_addr,
+        tickets = ?tickets_addr,
         summary = %config.summary(),
         "quotagate started"
     );
-    conn::check_open_files_limit(&config.server.connections, 1 + usize::from(admin.is_some()));
+    let listeners = 1 + usize::from(admin.is_some()) + usize::from(tickets.is_some());
+    conn::check_open_files_limit(&config.server.connections, listeners);
     let state = AppState::new(config, clock);
     let keeper = snapshots(&state);
     tokio::spawn(overrides::follow(state.overrides.clone(), state.clock.clone()));
     if let Some(path) = path {
         tokio::spawn(reload::watch(state.clone(), path, listen_override));
     }
-    run(state, listener, admin, shutdown_signal(), grace).await?;
+    run(state, Listeners { check: listener, admin, tickets }, shutdown_signal(), grace).await?;
     // After `run`, so in-flight checks have finished and the last snapshot holds them all.
     if let Some((stop, task)) = keeper {
         let _ = stop.send(());
@@ -285,6 +330,15 @@ pub async fn serve(
     }
     tracing::info!("quotagate stopped");
     Ok(())
+}
+
+/// A listener on `addr`, if there is one.
+async fn bind(addr: Option<SocketAddr>) -> anyhow::Result<Option<TcpListener>> {
+    use anyhow::Context as _;
+    match addr {
+        Some(a) => Ok(Some(TcpListener::bind(a).await.with_context(|| format!("cannot listen on {a}"))?)),
+        None => Ok(None),
+    }
 }
 
 /// With `store.memory.snapshot`: restores the counters from the snapshot, then starts the task

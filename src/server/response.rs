@@ -10,6 +10,10 @@
 //!   `quota-exceeded`, whose `violated-policies` are the violated items' names.
 //! - 400 / 401: a problem+json body saying what is wrong with the credentials, or (400) with
 //!   the forwarded request.
+//! - On the tickets listener ([`super::tickets`]): 200 with what a close released and charged
+//!   (JSON), and problem+json for a refused one: 400 (malformed or forged ticket, not a close
+//!   request), 401 (bearer token), 404 (unknown, closed or expired ticket; no such endpoint),
+//!   405, 413 (body too large), 503 (store unavailable).
 //!
 //! `RateLimit-Policy` and `RateLimit` follow draft-ietf-httpapi-ratelimit-headers-11: one item
 //! per enforced limit (dry-run limits are not enforced, so not advertised), named by the
@@ -32,6 +36,7 @@ use serde::Serialize;
 use serde_json::json;
 use smallvec::SmallVec;
 
+use super::tickets::CloseError;
 use crate::identity::{Caller, IdentityError};
 use crate::limiter::{Verdict, SECOND};
 use crate::policy::{Mode, Plan};
@@ -329,25 +334,30 @@ fn problem_response(status: StatusCode, body: &serde_json::Value) -> Response {
     res
 }
 
+/// A problem+json body of `kind` with its status's reason as the title.
+fn problem(status: StatusCode, kind: &str, detail: &str) -> Response {
+    let body = json!({
+        "type": kind,
+        "title": status.canonical_reason().unwrap_or("Error"),
+        "status": status.as_u16(),
+        "detail": detail,
+    });
+    problem_response(status, &body)
+}
+
 /// 401 for a missing token, 400 for a malformed or oversized one, or for two different ones.
 pub fn unidentified(e: &IdentityError) -> Response {
-    let (status, title, challenge) = match e {
-        IdentityError::Missing { .. } => (StatusCode::UNAUTHORIZED, "Unauthorized", "Bearer realm=\"api\""),
+    let (status, challenge) = match e {
+        IdentityError::Missing { .. } => (StatusCode::UNAUTHORIZED, "Bearer realm=\"api\""),
         IdentityError::TooLong { .. } | IdentityError::Malformed { .. } | IdentityError::Ambiguous { .. } => {
-            (StatusCode::BAD_REQUEST, "Bad Request", "Bearer realm=\"api\", error=\"invalid_request\"")
+            (StatusCode::BAD_REQUEST, "Bearer realm=\"api\", error=\"invalid_request\"")
         }
     };
     let kind = match e {
         IdentityError::Ambiguous { .. } => "urn:quotagate:ambiguous-credentials",
         _ => "urn:quotagate:invalid-credentials",
     };
-    let body = json!({
-        "type": kind,
-        "title": title,
-        "status": status.as_u16(),
-        "detail": e.to_string(),
-    });
-    let mut res = problem_response(status, &body);
+    let mut res = problem(status, kind, &e.to_string());
     res.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
     res
 }
@@ -355,24 +365,13 @@ pub fn unidentified(e: &IdentityError) -> Response {
 /// 400 for a forwarded request that cannot be read without guessing: a repeated or missing
 /// `X-Forwarded-*` header, an encoded NUL in the path.
 pub fn bad_request(e: &RequestError) -> Response {
-    let body = json!({
-        "type": "urn:quotagate:ambiguous-request",
-        "title": "Bad Request",
-        "status": 400,
-        "detail": e.to_string(),
-    });
-    problem_response(StatusCode::BAD_REQUEST, &body)
+    problem(StatusCode::BAD_REQUEST, "urn:quotagate:ambiguous-request", &e.to_string())
 }
 
 /// 401 for a token the config does not know, with `defaults.unknown_tokens = "reject"`.
 pub fn unknown_token(caller: &Caller) -> Response {
-    let body = json!({
-        "type": "urn:quotagate:unknown-token",
-        "title": "Unauthorized",
-        "status": 401,
-        "detail": format!("unknown API token ({caller})"),
-    });
-    let mut res = problem_response(StatusCode::UNAUTHORIZED, &body);
+    let detail = format!("unknown API token ({caller})");
+    let mut res = problem(StatusCode::UNAUTHORIZED, "urn:quotagate:unknown-token", &detail);
     res.headers_mut()
         .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"api\", error=\"invalid_token\""));
     res
@@ -395,6 +394,71 @@ pub fn unavailable(e: &StoreError) -> Response {
     });
     let mut res = problem_response(StatusCode::SERVICE_UNAVAILABLE, &body);
     res.headers_mut().insert(RETRY_AFTER, number(retry_after));
+    res
+}
+
+/// One limit a ticket's close charged, as the 200 body lists it.
+#[derive(Debug, Serialize)]
+pub struct Charged {
+    name: String,
+    /// What the limit was charged: the reported cost.
+    cost: u32,
+    /// What it has left after the charge.
+    remaining: u32,
+}
+
+impl Charged {
+    /// The charge of a reported `cost` to the limit of `j`, its verdict read after the charge.
+    pub fn of(j: &Judged<'_>, cost: u32) -> Charged {
+        Charged { name: j.limit.name.to_string(), cost: j.limit.weight(cost), remaining: j.verdict.remaining }
+    }
+}
+
+/// 200 for a ticket closed now: `{"closed": true, "released": N, "charged": [...]}`.
+pub fn ticket_closed(released: u32, charged: &[Charged]) -> Response {
+    let body = json!({ "closed": true, "released": released, "charged": charged });
+    let mut res = Response::new(Body::from(body.to_string()));
+    res.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    res
+}
+
+/// The problem+json answer to a close that did nothing.
+pub fn close_refused(e: &CloseError) -> Response {
+    let (status, kind) = match e {
+        CloseError::Unauthorized => (StatusCode::UNAUTHORIZED, "urn:quotagate:tickets-unauthorized"),
+        CloseError::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "urn:quotagate:body-too-large"),
+        CloseError::Body(_) | CloseError::Cost(_) => {
+            (StatusCode::BAD_REQUEST, "urn:quotagate:invalid-close-request")
+        }
+        CloseError::Ticket(_) => (StatusCode::BAD_REQUEST, "urn:quotagate:invalid-ticket"),
+        CloseError::Unknown => (StatusCode::NOT_FOUND, "urn:quotagate:unknown-ticket"),
+        CloseError::Store(e) => return unavailable(e),
+    };
+    let mut res = problem(status, kind, &e.to_string());
+    if matches!(e, CloseError::Unauthorized) {
+        res.headers_mut()
+            .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"quotagate-tickets\""));
+    }
+    res
+}
+
+/// 404 for a path the tickets listener does not serve.
+pub fn no_such_endpoint() -> Response {
+    problem(
+        StatusCode::NOT_FOUND,
+        "urn:quotagate:not-found",
+        "this listener serves POST /v1/tickets/close and GET /healthz only",
+    )
+}
+
+/// 405 for `/v1/tickets/close` asked with another method than POST.
+pub fn post_only() -> Response {
+    let mut res = problem(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "urn:quotagate:method-not-allowed",
+        "close a ticket with POST",
+    );
+    res.headers_mut().insert(axum::http::header::ALLOW, HeaderValue::from_static("POST"));
     res
 }
 
