@@ -446,6 +446,26 @@ async fn a_close_request_that_is_not_one_is_a_problem_never_an_error() {
     assert_eq!(res.status, StatusCode::OK, "{}", res.body);
 }
 
+#[tokio::test]
+async fn a_body_that_never_arrives_is_answered_408_within_the_header_read_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let gate = Gate::start(PLAN, "header_read_timeout = \"400ms\"").await;
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", gate.tickets)).await.unwrap();
+    let head =
+        "POST /v1/tickets/close HTTP/1.1\r\nHost: quotagate\r\nContent-Length: 60\r\n\r\n{\"ticket\": ";
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut raw = Vec::new();
+    tokio::time::timeout(std::time::Duration::from_secs(10), stream.read_to_end(&mut raw))
+        .await
+        .expect("answered and closed within 10 s")
+        .unwrap();
+    let raw = String::from_utf8_lossy(&raw);
+    assert!(raw.starts_with("HTTP/1.1 408 "), "{raw}");
+    assert!(raw.contains("urn:quotagate:body-timeout"), "{raw}");
+    assert!(started.elapsed() >= std::time::Duration::from_millis(300), "{:?}", started.elapsed());
+}
+
 /// 2026-11-23 19:05:00 UTC.
 const T0: Nanos = 1_795_460_700 * SECOND;
 

@@ -13,7 +13,7 @@
 //! - On the tickets listener ([`super::tickets`]): 200 with what a close released and charged
 //!   (JSON), and problem+json for a refused one: 400 (malformed or forged ticket, not a close
 //!   request), 401 (bearer token), 404 (unknown, closed or expired ticket; no such endpoint),
-//!   405, 413 (body too large), 503 (store unavailable).
+//!   405, 408 (body too slow), 413 (body too large), 503 (store unavailable).
 //!
 //! `RateLimit-Policy` and `RateLimit` follow draft-ietf-httpapi-ratelimit-headers-11: one item
 //! per enforced limit (dry-run limits are not enforced, so not advertised), named by the
@@ -427,6 +427,7 @@ pub fn close_refused(e: &CloseError) -> Response {
     let (status, kind) = match e {
         CloseError::Unauthorized => (StatusCode::UNAUTHORIZED, "urn:quotagate:tickets-unauthorized"),
         CloseError::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "urn:quotagate:body-too-large"),
+        CloseError::Slow(_) => (StatusCode::REQUEST_TIMEOUT, "urn:quotagate:body-timeout"),
         CloseError::Body(_) | CloseError::Cost(_) => {
             (StatusCode::BAD_REQUEST, "urn:quotagate:invalid-close-request")
         }

@@ -6,8 +6,8 @@
 //! The listener is for backends, not clients; with `server.tickets_token_file` every call must
 //! also carry `Authorization: Bearer <token>`, checked in constant time. Body: `{"ticket":
 //! "qt1...", "cost": 12}`, `cost` optional, an integer from 0 to [`MAX_COST`]. Nothing a caller
-//! sends makes it fail: what it sends wrong is a 400, 401 or 413, and `response` writes every
-//! answer.
+//! sends makes it fail: what it sends wrong is a 400, 401, 408 or 413, and `response` writes
+//! every answer.
 //!
 //! Closing rebuilds the request's scopes from the ticket with the config in force now: its plan
 //! by name, its rules by scope id; a plan or rule removed since is skipped (its slots free
@@ -50,8 +50,11 @@ pub enum CloseError {
         "missing or wrong bearer token (send Authorization: Bearer <server.tickets_token_file's token>)"
     )]
     Unauthorized,
-    #[error("the body is larger than {MAX_BODY} bytes")]
+    /// Over [`MAX_BODY`], or cut short.
+    #[error("the body is larger than {MAX_BODY} bytes, or was cut short")]
     TooLarge,
+    #[error("the body did not arrive within {0:?}")]
+    Slow(std::time::Duration),
     /// Not JSON, or not `{"ticket": "...", "cost": N}`.
     #[error("the body is not a close request ({0}); expected {{\"ticket\": \"qt1...\", \"cost\": 12}}")]
     Body(serde_json::Error),
@@ -71,9 +74,11 @@ impl CloseError {
     /// refused credential or an unavailable store says nothing about the ticket.
     fn result(&self) -> Option<CloseResult> {
         match self {
-            CloseError::TooLarge | CloseError::Body(_) | CloseError::Cost(_) | CloseError::Ticket(_) => {
-                Some(CloseResult::invalid)
-            }
+            CloseError::TooLarge
+            | CloseError::Slow(_)
+            | CloseError::Body(_)
+            | CloseError::Cost(_)
+            | CloseError::Ticket(_) => Some(CloseResult::invalid),
             CloseError::Unknown => Some(CloseResult::unknown),
             CloseError::Unauthorized | CloseError::Store(_) => None,
         }
@@ -109,7 +114,12 @@ async fn closing(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Do
             return Err(CloseError::Unauthorized);
         }
     }
-    let bytes = axum::body::to_bytes(body, MAX_BODY).await.map_err(|_| CloseError::TooLarge)?;
+    // hyper's header read timeout bounds the head only: the body gets as long again.
+    let patience = live.server.connections.header_read_timeout;
+    let bytes = tokio::time::timeout(patience, axum::body::to_bytes(body, MAX_BODY))
+        .await
+        .map_err(|_| CloseError::Slow(patience))?
+        .map_err(|_| CloseError::TooLarge)?;
     let request: CloseRequest = serde_json::from_slice(&bytes).map_err(CloseError::Body)?;
     let cost = match request.cost.unwrap_or(0) {
         c if c <= MAX_COST => u32::try_from(c).expect("MAX_COST fits a u32"),
