@@ -421,6 +421,17 @@ impl Policy {
     /// or that adds no limit for this plan now) are skipped, and so is an id listed twice. Each
     /// scope costs 1: a cost reported at close is the caller's to pass to the store.
     pub fn scopes_of(&self, plan: PlanId, scope_ids: &[u32]) -> Scopes<'_> {
+        self.scopes_of_with(plan, None, scope_ids)
+    }
+
+    /// [`Policy::scopes_of`] for a caller whose override gives the plan's own scope `own`
+    /// limits instead of the plan's, as [`Policy::applicable_with`] does.
+    pub fn scopes_of_with<'p>(
+        &'p self,
+        plan: PlanId,
+        own: Option<&'p [Limit]>,
+        scope_ids: &[u32],
+    ) -> Scopes<'p> {
         let mut scopes = Scopes::new();
         let Some(p) = self.plans.get(usize::from(plan.0)) else { return scopes };
         for &id in scope_ids {
@@ -428,7 +439,7 @@ impl Policy {
                 continue;
             }
             let scope = if id == PLAN_SCOPE {
-                self.plan_scope(&p.limits)
+                self.plan_scope(own.unwrap_or(&p.limits))
             } else {
                 self.rules.iter().find(|r| r.scope == id).and_then(|r| self.rule_scope(r, plan))
             };

@@ -498,13 +498,15 @@ impl InProcess {
     }
 
     async fn close(&self, ticket: &str) -> u16 {
-        let req = axum::http::Request::post("/v1/tickets/close")
-            .body(Body::from(json!({ "ticket": ticket }).to_string()))
-            .unwrap();
+        self.close_json(json!({ "ticket": ticket })).await.0
+    }
+
+    async fn close_json(&self, body: Value) -> (u16, Value) {
+        let req = axum::http::Request::post("/v1/tickets/close").body(Body::from(body.to_string())).unwrap();
         let res = server::tickets_router(self.state.clone()).oneshot(req).await.unwrap();
         let status = res.status().as_u16();
-        let _ = res.into_body().collect().await.unwrap();
-        status
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        (status, serde_json::from_slice(&body).unwrap())
     }
 }
 
@@ -532,4 +534,36 @@ async fn the_slot_of_a_ticket_never_closed_returns_when_its_hold_ends() {
     assert_eq!(gate.summarize().await.0, 429);
     assert_eq!(gate.close(&fresh.expect("a ticket")).await, 200);
     assert_eq!(gate.summarize().await.0, 200);
+}
+
+#[tokio::test]
+async fn a_close_charges_the_limits_of_the_callers_override() {
+    let dir = tempfile::tempdir().unwrap();
+    let admin_token = "the-admin-token-0123456789";
+    let file = dir.path().join("admin-token");
+    std::fs::write(&file, admin_token).unwrap();
+    let config = PLAN.replace("[defaults]", "[answers]\ntickets = \"always\"\n\n[defaults]");
+    let config = format!(
+        "admin_listen = \"127.0.0.1:10\"\n[admin]\ntoken_file = {:?}\n{config}",
+        file.display().to_string()
+    );
+    let gate = InProcess::new(&config);
+    let limits = json!([{ "requests": 50, "per": "day", "name": "vip-day" }]);
+    let put = axum::http::Request::put("/v1/overrides")
+        .header("authorization", format!("Bearer {admin_token}"))
+        .header("content-type", "application/json")
+        .body(Body::from(json!({ "token": "tok-a", "limits": limits }).to_string()))
+        .unwrap();
+    let set = server::admin_router(gate.state.clone()).oneshot(put).await.unwrap();
+    assert!(set.status().is_success(), "{:?}", set.status());
+
+    let (status, ticket, _) = gate.summarize().await;
+    assert_eq!(status, 200);
+    let (status, body) = gate.close_json(json!({ "ticket": ticket.expect("always"), "cost": 30 })).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["charged"],
+        json!([{ "name": "vip-day", "cost": 30, "remaining": 50 - 5 - 30 }]),
+        "{body}"
+    );
 }

@@ -17,8 +17,8 @@ use super::response::{self, Report};
 use super::{AppState, Live};
 use crate::config::{Config, Tickets};
 use crate::identity::{Caller, Key};
-use crate::limiter::{Algorithm, Nanos};
-use crate::policy::{Applicable, Mode, Plan, Rule, RuleId, Scope};
+use crate::limiter::Nanos;
+use crate::policy::{self, Applicable, Mode, Plan, Rule, RuleId, Scope};
 use crate::request::Forwarded;
 use crate::store::{Counting, Decision};
 use crate::telemetry::Outcome;
@@ -170,15 +170,7 @@ async fn decide(
 /// cost. It expires when the longest `hold` among those limits ends, else after
 /// `answers.ticket_hold`, and names every scope of the request.
 fn ticket_for(config: &Config, caller: Key, plan: &Plan, scopes: &[Scope<'_>], now: Nanos) -> Option<Ticket> {
-    let hold = scopes
-        .iter()
-        .flat_map(|s| s.limits)
-        .filter_map(|l| match l.algorithm {
-            Algorithm::Concurrent { hold, .. } => Some(hold),
-            _ => None,
-        })
-        .max();
-    let hold = match (hold, config.answers.tickets) {
+    let hold = match (policy::slot_hold(scopes), config.answers.tickets) {
         (Some(hold), _) => hold,
         (None, Tickets::Always) => {
             Nanos::try_from(config.answers.ticket_hold.as_nanos()).unwrap_or(Nanos::MAX)
@@ -223,7 +215,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::limiter::{Limit, Window, SECOND};
+    use crate::limiter::{Algorithm, Limit, Window, SECOND};
 
     const NOW: Nanos = 1_795_460_700 * SECOND;
 

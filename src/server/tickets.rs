@@ -10,8 +10,9 @@
 //! every answer.
 //!
 //! Closing rebuilds the request's scopes from the ticket with the config in force now: its plan
-//! by name, its rules by scope id; a plan or rule removed since is skipped (its slots free
-//! themselves when their `hold` ends).
+//! by name (the plan's own scope with the caller's override limits, if one applies), its rules
+//! by scope id; a plan or rule removed since is skipped (its slots free themselves when their
+//! `hold` ends).
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -131,8 +132,13 @@ async fn closing(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Do
         return Err(CloseError::Unknown);
     }
     let policy = &live.policy;
-    let scopes =
-        policy.plan_named(&ticket.plan).map_or_else(Scopes::new, |p| policy.scopes_of(p, &ticket.scopes));
+    // The caller's override, if one applies now, gives the plan's own scope its limits, as it
+    // does for checks.
+    let applied = state.overrides.get(ticket.caller, now);
+    let own = applied.as_deref().and_then(|o| o.limits.as_deref());
+    let scopes = policy
+        .plan_named(&ticket.plan)
+        .map_or_else(Scopes::new, |p| policy.scopes_of_with(p, own, &ticket.scopes));
     let closed = state.store.close(ticket.caller, ticket.id, ticket.expires, &scopes, cost, now).await?;
     match closed {
         Closed::Closed { released, charged } => {
