@@ -261,8 +261,8 @@ pub struct StoreFigures {
     pub up: bool,
     /// Redis commands that failed or timed out since start.
     pub errors: u64,
-    /// Concurrency slots held now (memory: exact; Redis: its local fallback's).
-    pub tickets_in_flight: u64,
+    /// Concurrency slots held now, where the store can tell (memory: exactly; Redis: `None`).
+    pub tickets_in_flight: Option<u64>,
     /// Concurrency slots freed by their `hold` since start, as the store saw them expire.
     pub tickets_expired: u64,
 }
@@ -287,7 +287,8 @@ pub struct Metrics {
     tickets_expired: Counter,
     /// The store's expiry total the counter has caught up with.
     tickets_expired_seen: AtomicU64,
-    tickets_in_flight: Gauge,
+    /// Unlabelled, and without a sample while the store cannot tell.
+    tickets_in_flight: Family<Vec<(String, String)>, Gauge>,
     ticket_cost_reported: Counter,
 }
 
@@ -373,10 +374,10 @@ impl Metrics {
             "Concurrency slots freed by their hold, never closed, as the store saw them expire",
             tickets_expired.clone(),
         );
-        let tickets_in_flight = Gauge::default();
+        let tickets_in_flight = Family::<Vec<(String, String)>, Gauge>::default();
         registry.register(
             "tickets_in_flight",
-            "Concurrency slots held now (memory store: exact; Redis: its local fallback's)",
+            "Concurrency slots held now (memory store: exactly; with Redis no sample, as it would take reading every caller's slots)",
             tickets_in_flight.clone(),
         );
         let ticket_cost_reported = Counter::default();
@@ -479,7 +480,9 @@ impl Metrics {
         self.live_keys.set(gauge(store.live_keys));
         self.store_up.set(i64::from(store.up));
         self.store_errors.set(gauge(store.errors));
-        self.tickets_in_flight.set(gauge(store.tickets_in_flight));
+        if let Some(n) = store.tickets_in_flight {
+            self.tickets_in_flight.get_or_create(&Vec::new()).set(gauge(n));
+        }
         // The store counts expiries; the counter catches up with its total, which never falls.
         // `fetch_max` gives concurrent renders disjoint shares of the difference.
         let seen = self.tickets_expired_seen.fetch_max(store.tickets_expired, Ordering::Relaxed);
