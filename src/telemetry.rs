@@ -287,8 +287,8 @@ pub struct Metrics {
     tickets_expired: Counter,
     /// The store's expiry total the counter has caught up with.
     tickets_expired_seen: AtomicU64,
-    /// Unlabelled, and without a sample while the store cannot tell.
-    tickets_in_flight: Family<Vec<(String, String)>, Gauge>,
+    /// Registered only for a store that can tell ([`Metrics::with_in_flight`]).
+    tickets_in_flight: Option<Gauge>,
     ticket_cost_reported: Counter,
 }
 
@@ -374,12 +374,6 @@ impl Metrics {
             "Concurrency slots freed by their hold, never closed, as the store saw them expire",
             tickets_expired.clone(),
         );
-        let tickets_in_flight = Family::<Vec<(String, String)>, Gauge>::default();
-        registry.register(
-            "tickets_in_flight",
-            "Concurrency slots held now (memory store: exactly; with Redis no sample, as it would take reading every caller's slots)",
-            tickets_in_flight.clone(),
-        );
         let ticket_cost_reported = Counter::default();
         registry.register(
             "ticket_cost_reported",
@@ -403,7 +397,7 @@ impl Metrics {
             tickets_refused,
             tickets_expired,
             tickets_expired_seen: AtomicU64::new(0),
-            tickets_in_flight,
+            tickets_in_flight: None,
             ticket_cost_reported,
         }
     }
@@ -456,6 +450,15 @@ impl Metrics {
         self.reloads.get_or_create(&ReloadLabels { result }).inc();
     }
 
+    /// These metrics with `quotagate_tickets_in_flight`, for a store that counts the slots it
+    /// holds (the memory store; Redis would have to read every caller's slots).
+    pub fn with_in_flight(mut self) -> Metrics {
+        let gauge = Gauge::default();
+        self.registry.register("tickets_in_flight", "Concurrency slots held now", gauge.clone());
+        self.tickets_in_flight = Some(gauge);
+        self
+    }
+
     /// Counts one ticket handed to an admitted request.
     pub fn ticket_issued(&self) {
         self.tickets_issued.inc();
@@ -480,8 +483,8 @@ impl Metrics {
         self.live_keys.set(gauge(store.live_keys));
         self.store_up.set(i64::from(store.up));
         self.store_errors.set(gauge(store.errors));
-        if let Some(n) = store.tickets_in_flight {
-            self.tickets_in_flight.get_or_create(&Vec::new()).set(gauge(n));
+        if let (Some(g), Some(n)) = (&self.tickets_in_flight, store.tickets_in_flight) {
+            g.set(gauge(n));
         }
         // The store counts expiries; the counter catches up with its total, which never falls.
         // `fetch_max` gives concurrent renders disjoint shares of the difference.

@@ -497,6 +497,14 @@ impl InProcess {
         (res.status().as_u16(), header("x-quotagate-ticket"), header("retry-after"))
     }
 
+    /// A series of `/metrics`, as of the manual clock.
+    async fn metric(&self, series: &str) -> Option<f64> {
+        let req = axum::http::Request::get("/metrics").body(Body::empty()).unwrap();
+        let res = server::router(self.state.clone(), true).oneshot(req).await.unwrap();
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        sample(std::str::from_utf8(&body).unwrap(), series)
+    }
+
     async fn close(&self, ticket: &str) -> u16 {
         self.close_json(json!({ "ticket": ticket })).await.0
     }
@@ -528,12 +536,20 @@ async fn the_slot_of_a_ticket_never_closed_returns_when_its_hold_ends() {
     gate.clock.advance(std::time::Duration::from_nanos(1));
     let (status, fresh, _) = gate.summarize().await;
     assert_eq!(status, 200, "the backend never closed it: the slot freed itself");
+    assert_eq!(gate.metric("quotagate_tickets_expired_total").await, Some(1.0));
+    assert_eq!(gate.metric("quotagate_tickets_in_flight").await, Some(1.0), "the fresh one");
 
     // The expired ticket closes nothing, not even the slot taken since.
     assert_eq!(gate.close(&ticket).await, 404);
     assert_eq!(gate.summarize().await.0, 429);
     assert_eq!(gate.close(&fresh.expect("a ticket")).await, 200);
+    assert_eq!(gate.metric("quotagate_tickets_in_flight").await, Some(0.0));
     assert_eq!(gate.summarize().await.0, 200);
+    assert_eq!(
+        gate.metric("quotagate_tickets_expired_total").await,
+        Some(1.0),
+        "a closed slot did not expire"
+    );
 }
 
 #[tokio::test]

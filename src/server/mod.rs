@@ -102,7 +102,10 @@ impl AppState {
                 Store::Redis(redis)
             }
         };
-        let metrics = Metrics::new();
+        let metrics = match &store {
+            Store::Memory(_) => Metrics::new().with_in_flight(),
+            Store::Redis(_) => Metrics::new(),
+        };
         let overrides = Arc::new(Overrides::new(match &store {
             Store::Redis(redis) => Some(redis.clone()),
             Store::Memory(_) => None,
@@ -167,7 +170,8 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         Store::Memory(_) => (true, 0),
         Store::Redis(r) => (r.health() == crate::store::Health::Up, r.errors()),
     };
-    // TODO(part 7, store): the slots in flight and expired, once the store counts them.
+    // TODO(part 7, store): tickets_in_flight: state.store.in_flight(now), tickets_expired:
+    // state.store.slots_ended(), once the store has them.
     let figures = StoreFigures { live_keys: state.store.live_keys(), up, errors, ..StoreFigures::default() };
     let body = state.metrics.render(figures);
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body)
