@@ -4,8 +4,8 @@
 //! fuzzer mutates real tickets.
 //!
 //! Invariants: reading never panics; a ticket read is the one minting it again spells, byte
-//! for byte (so no edit of a ticket is accepted as the same or another ticket); an error never
-//! quotes the input.
+//! for byte (so no edit of a ticket is accepted as the same or another ticket); an error's
+//! message is short whatever the input, so it cannot carry it.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -24,8 +24,9 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(again, text, "{ticket:?} reads from a text it does not mint");
         }
         Err(e) => {
+            // Static text (and at most a version number): a message cannot carry the input.
             let message = e.to_string();
-            assert!(text.len() < 8 || !message.contains(text), "{message:?} quotes the input");
+            assert!(message.len() <= 80, "{message:?} is {} bytes", message.len());
         }
     }
 });
