@@ -253,7 +253,7 @@ struct TicketCloseLabels {
 }
 
 /// The store's figures as of now, for [`Metrics::render`].
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 pub struct StoreFigures {
     /// Counter entries held in memory (for Redis, its local fallback).
     pub live_keys: u64,

@@ -170,9 +170,13 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         Store::Memory(_) => (true, 0),
         Store::Redis(r) => (r.health() == crate::store::Health::Up, r.errors()),
     };
-    // TODO(part 7, store): tickets_in_flight: state.store.in_flight(now), tickets_expired:
-    // state.store.slots_ended(), once the store has them.
-    let figures = StoreFigures { live_keys: state.store.live_keys(), up, errors, ..StoreFigures::default() };
+    let figures = StoreFigures {
+        live_keys: state.store.live_keys(),
+        up,
+        errors,
+        tickets_in_flight: state.store.in_flight(state.clock.now()),
+        tickets_expired: state.store.slots_ended(),
+    };
     let body = state.metrics.render(figures);
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body)
 }
