@@ -35,6 +35,9 @@
 //! its housekeeping showed p99 stalls of hundreds of milliseconds with a million keys. Here an
 //! entry is 104 bytes inline plus the index (see BENCHMARKS.md for what it measures).
 
+#[path = "memory_admin.rs"]
+pub(super) mod admin;
+
 use indexmap::IndexMap;
 use parking_lot::Mutex;
 use rustc_hash::FxBuildHasher;

@@ -100,6 +100,19 @@ impl<'p> Decision<'p> {
     }
 }
 
+/// What a request arriving now would meet, nothing counted and no slot taken
+/// ([`Store::peek`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Peek<'p> {
+    /// Every limit as it stands, scope by scope: `allowed` says whether it would admit the next
+    /// request, and the rest what is left before it (as a verdict on a request not counted).
+    /// Empty when `next` is [`Decision::Unchecked`].
+    pub now: Verdicts<'p>,
+    /// The decision [`Store::check`] would give that request, its verdicts as it would leave
+    /// them.
+    pub next: Decision<'p>,
+}
+
 /// The id a request's concurrency slots are held under: the id of its ticket.
 pub type TicketId = u128;
 
@@ -211,6 +224,32 @@ impl Store {
         match self {
             Store::Memory(m) => m.slots_ended(),
             Store::Redis(r) => r.slots_ended(),
+        }
+    }
+
+    /// What a request of `caller` arriving at `now` would meet in `scopes` (sorted by id,
+    /// distinct), checked as [`Store::check`] with `counting` would, but with nothing counted
+    /// and no slot taken. Where a check would be decided by `on_error`, so is this.
+    pub async fn peek<'p>(
+        &self,
+        caller: Key,
+        scopes: &[Scope<'p>],
+        now: Nanos,
+        counting: Counting,
+    ) -> Result<Peek<'p>, StoreError> {
+        match self {
+            Store::Memory(m) => Ok(m.peek(caller, scopes, now, counting)),
+            Store::Redis(r) => r.peek(caller, scopes, now, counting).await,
+        }
+    }
+
+    /// Forgets what `caller` has counted in `scopes`, as if it had never been seen there.
+    /// Returns how many limit counters held something. A Redis store clears its local fallback
+    /// too, and fails (whatever `on_error` says) if Redis cannot be reached.
+    pub async fn reset(&self, caller: Key, scopes: &[Scope<'_>]) -> Result<u64, StoreError> {
+        match self {
+            Store::Memory(m) => Ok(m.reset(caller, scopes)),
+            Store::Redis(r) => r.reset(caller, scopes).await,
         }
     }
 

@@ -29,6 +29,9 @@
 //! requests with a concurrency limit are never remembered: a slot may free at any moment (a
 //! backend closing its ticket), and only Redis knows when.
 
+#[path = "redis_admin.rs"]
+mod admin;
+
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
