@@ -254,6 +254,34 @@ fn only<'h>(headers: &'h HeaderMap, name: &HeaderName) -> Option<&'h HeaderValue
     values.next().is_none().then_some(first).flatten()
 }
 
+/// Where a caller's plan came from, for the admin API's answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PlanSource {
+    /// The trusted plan header named it.
+    PlanHeader,
+    /// The token is in `[tokens]` (or `tokens_file`).
+    Tokens,
+    /// An unknown token: `defaults.unknown_tokens`.
+    UnknownTokens,
+    /// A caller identified by its host: the default plan.
+    Default,
+    /// A caller identified by its IP: the anonymous plan.
+    Anonymous,
+}
+
+impl PlanSource {
+    /// How answers name it: `plan_header`, `tokens`, `unknown_tokens`, `default`, `anonymous`.
+    pub fn name(self) -> &'static str {
+        match self {
+            PlanSource::PlanHeader => "plan_header",
+            PlanSource::Tokens => "tokens",
+            PlanSource::UnknownTokens => "unknown_tokens",
+            PlanSource::Default => "default",
+            PlanSource::Anonymous => "anonymous",
+        }
+    }
+}
+
 /// Why a caller gets no plan.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum PolicyError {
@@ -344,6 +372,15 @@ impl Policy {
     /// With a [`PlanSecret`], the plan header counts only beside the secret; a repeated plan
     /// header never counts.
     pub fn plan_of(&self, caller: &Caller, headers: &HeaderMap) -> Result<PlanId, PolicyError> {
+        self.plan_and_source(caller, headers).map(|(plan, _)| plan)
+    }
+
+    /// [`Policy::plan_of`], and where the plan came from.
+    pub fn plan_and_source(
+        &self,
+        caller: &Caller,
+        headers: &HeaderMap,
+    ) -> Result<(PlanId, PlanSource), PolicyError> {
         if let Some(name) = &self.plan_header {
             let trusted = self.plan_secret.as_ref().is_none_or(|s| s.admits(headers));
             let named = only(headers, name)
@@ -351,19 +388,19 @@ impl Policy {
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| self.plan_named(v.trim()));
             if let Some(plan) = named {
-                return Ok(plan);
+                return Ok((plan, PlanSource::PlanHeader));
             }
         }
         match caller {
             Caller::Token(key) => match self.tokens.get(key) {
-                Some(plan) => Ok(*plan),
+                Some(plan) => Ok((*plan, PlanSource::Tokens)),
                 None => match self.unknown_tokens {
-                    UnknownTokens::Plan(plan) => Ok(plan),
+                    UnknownTokens::Plan(plan) => Ok((plan, PlanSource::UnknownTokens)),
                     UnknownTokens::Reject => Err(PolicyError::UnknownToken),
                 },
             },
-            Caller::Host(_) => Ok(self.default_plan),
-            Caller::Ip(..) => Ok(self.anonymous),
+            Caller::Host(_) => Ok((self.default_plan, PlanSource::Default)),
+            Caller::Ip(..) => Ok((self.anonymous, PlanSource::Anonymous)),
         }
     }
 
