@@ -404,6 +404,21 @@ impl Policy {
         }
     }
 
+    /// Every scope that can apply to a caller on `plan` (with `own`, an override's limits, in
+    /// place of the plan's own), whatever the request: the plan's own limits and each rule's
+    /// limits for the plan, at cost 1, sorted by scope id. None for an unlimited plan without
+    /// `own`, which no rule limits either. For the admin API's usage and resets.
+    pub fn every_scope<'p>(&'p self, plan: PlanId, own: Option<&'p [Limit]>) -> Scopes<'p> {
+        let p = self.plan(plan);
+        if p.unlimited && own.is_none() {
+            return Scopes::new();
+        }
+        let mut scopes: Scopes<'p> = self.plan_scope(own.unwrap_or(&p.limits)).into_iter().collect();
+        scopes.extend(self.rules.iter().filter(|r| !r.exempt).filter_map(|r| self.rule_scope(r, plan)));
+        scopes.sort_by_key(|s| s.id);
+        scopes
+    }
+
     /// The limits that apply to `req` for a caller on `plan`, each scope with the request's
     /// cost there (see the module's documentation). Costs follow each rule's own mode, so that
     /// `defaults.dry_run` tries out what enforcing would count.

@@ -1,6 +1,7 @@
 //! Reading and clearing counters without counting: `Store::peek` and `Store::reset` on the
 //! memory store and a real redis-server (its script given the test's clock, so a sequence can
-//! cross minutes and months in a moment).
+//! cross minutes and months in a moment), and `POST /v1/usage` and `POST /v1/reset` through the
+//! real routers with a manual clock.
 
 mod support;
 
@@ -216,4 +217,308 @@ async fn without_redis_a_peek_is_decided_by_on_error_and_a_reset_fails() {
         );
         server.resume();
     }
+}
+
+/// The admin token of the harness (a test secret).
+const ADMIN_TOKEN: &str = "usage-admin-token-0123456789";
+
+/// Every algorithm and a calendar month in the plan; a rule for summaries, a dry-run rule
+/// over the whole API, and an exempt one; tokens on other plans.
+const CONFIG: &str = r#"
+[server]
+admin_listen = "127.0.0.1:9"
+
+[admin]
+token_file = "TOKEN_FILE"
+
+[defaults]
+plan = "every"
+count_denied = false
+
+[plans.every]
+limits = [
+  { requests = 10, per = "minute" },
+  { name = "hourly", requests = 40, per = "hour", algorithm = "sliding" },
+  { average = 1, period = "1h", burst = 30 },
+  { name = "monthly", requests = 1000, per = "month" },
+]
+
+[plans.pro]
+limits = [{ requests = 600, per = "minute" }]
+
+[plans.vip]
+unlimited = true
+
+[tokens]
+"vip-token-1" = "vip"
+
+[[rules]]
+name = "summarize"
+path_prefix = "/api/summarize"
+methods = ["POST"]
+limits.every = [{ requests = 5, per = "day" }]
+
+[[rules]]
+name = "shadow"
+path_prefix = "/api"
+dry_run = true
+limits.pro = [{ requests = 3, per = "day" }]
+
+[[rules]]
+name = "docs"
+path_prefix = "/docs"
+exempt = true
+"#;
+
+struct Harness {
+    state: quotagate::server::AppState,
+    clock: quotagate::clock::Clock,
+    _dir: tempfile::TempDir,
+}
+
+struct Answer {
+    status: u16,
+    body: serde_json::Value,
+}
+
+impl Harness {
+    fn new(config: &str) -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let token_file = dir.path().join("admin-token");
+        std::fs::write(&token_file, ADMIN_TOKEN).unwrap();
+        let text = config.replace("TOKEN_FILE", &token_file.display().to_string());
+        let config =
+            quotagate::config::Config::parse(&text, "test.toml", None).unwrap_or_else(|e| panic!("{e}"));
+        let clock = quotagate::clock::Clock::manual(T0);
+        Harness { state: quotagate::server::AppState::new(config, clock.clone()), clock, _dir: dir }
+    }
+
+    async fn send(router: axum::Router, req: axum::http::Request<axum::body::Body>) -> (u16, String) {
+        use http_body_util::BodyExt;
+        use tower::ServiceExt;
+        let res = router.oneshot(req).await.unwrap();
+        let status = res.status().as_u16();
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    /// An admin call with the admin token and a JSON body.
+    async fn admin(&self, method: &str, path: &str, body: serde_json::Value) -> Answer {
+        let req = axum::http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
+            .header("content-type", "application/json")
+            .body(axum::body::Body::from(body.to_string()))
+            .unwrap();
+        let (status, text) = Harness::send(quotagate::server::admin_router(self.state.clone()), req).await;
+        assert!(!text.contains("tok-"), "an API token in an answer: {text}");
+        Answer { status, body: serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}")) }
+    }
+
+    async fn usage(&self, token: &str) -> serde_json::Value {
+        let a = self.admin("POST", "/v1/usage", serde_json::json!({ "token": token })).await;
+        assert_eq!(a.status, 200, "{}", a.body);
+        a.body
+    }
+
+    /// The status of a forwardAuth check of `method path` for `token`.
+    async fn check(&self, token: &str, method: &str, path: &str) -> u16 {
+        let req = axum::http::Request::get("/")
+            .header("x-forwarded-method", method)
+            .header("x-forwarded-proto", "https")
+            .header("x-forwarded-host", "api.example.com")
+            .header("x-forwarded-uri", path)
+            .header("authorization", format!("Bearer {token}"))
+            .body(axum::body::Body::empty())
+            .unwrap();
+        Harness::send(quotagate::server::router(self.state.clone(), false), req).await.0
+    }
+}
+
+/// The usage entry of limit `name`.
+fn entry<'a>(usage: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    let limits = usage["limits"].as_array().expect("limits");
+    limits.iter().find(|l| l["name"] == name).unwrap_or_else(|| panic!("no {name} in {usage}"))
+}
+
+#[tokio::test]
+async fn usage_after_n_requests_is_exact_for_every_algorithm_and_the_calendar() {
+    let h = Harness::new(CONFIG);
+    for (n, summaries) in [(0u32, 0u32), (1, 0), (3, 2), (6, 4)] {
+        let token = format!("tok-{n}");
+        for _ in 0..n - summaries.min(n) {
+            assert_eq!(h.check(&token, "GET", "/api/items").await, 200);
+        }
+        for _ in 0..summaries {
+            assert_eq!(h.check(&token, "POST", "/api/summarize").await, 200);
+        }
+        h.clock.set(T0 + 10 * SECOND);
+        let usage = h.usage(&token).await;
+        h.clock.set(T0);
+        assert_eq!(usage["plan"], "every");
+        assert_eq!(usage["plan_source"], "unknown_tokens");
+        assert_eq!(usage["unlimited"], false);
+        assert_eq!(usage["override"], serde_json::Value::Null);
+        assert_eq!(usage["fingerprint"].as_str().unwrap().len(), 8);
+        assert_eq!(usage["limits"].as_array().unwrap().len(), 5, "the plan's four, the summaries' rule");
+        // 2026-11-30 23:59:10: the minute, the hour, the day and November end in 50 s.
+        let expect = |name: &str, algorithm: &str, quota: u32, used: u32, window: f64, reset: f64| {
+            let e = entry(&usage, name);
+            let got = (
+                &e["algorithm"],
+                &e["quota"],
+                &e["used"],
+                &e["remaining"],
+                &e["window_seconds"],
+                &e["reset_seconds"],
+            );
+            let want = (
+                &serde_json::json!(algorithm),
+                &serde_json::json!(quota),
+                &serde_json::json!(used),
+                &serde_json::json!(quota - used),
+                &serde_json::json!(window),
+                &serde_json::json!(reset),
+            );
+            assert_eq!(got, want, "{name} after {n} requests: {e}");
+        };
+        expect("minute", "fixed", 10, n, 60.0, 50.0);
+        expect("hourly", "sliding", 40, n, 3600.0, 50.0);
+        // One token back an hour after each request's: the last came at T0, 10 s ago.
+        expect(
+            "bucket",
+            "bucket",
+            30,
+            n,
+            30.0 * 3600.0,
+            f64::from(n) * 3600.0 - if n > 0 { 10.0 } else { 0.0 },
+        );
+        expect("monthly", "fixed", 1000, n, 30.0 * 86_400.0, 50.0);
+        expect("summarize.day", "fixed", 5, summaries, 86_400.0, 50.0);
+        let rule = entry(&usage, "summarize.day");
+        assert_eq!(
+            (&rule["scope"], &rule["kind"], &rule["mode"]),
+            (&"summarize".into(), &"rule".into(), &"enforce".into())
+        );
+        assert_eq!(
+            (&entry(&usage, "minute")["scope"], &entry(&usage, "minute")["kind"]),
+            (&"every".into(), &"plan".into())
+        );
+        // Asking counts nothing.
+        h.clock.set(T0 + 10 * SECOND);
+        assert_eq!(h.usage(&token).await, usage);
+        h.clock.set(T0);
+    }
+    // Two minutes later it is December: the month starts afresh (and is 31 days long), the
+    // sliding hour still weighs the last one's six: ceil(6 * 59/60) = 6.
+    h.clock.set(T0 + 120 * SECOND);
+    let usage = h.usage("tok-6").await;
+    let state = |name: &str| {
+        let e = entry(&usage, name);
+        (
+            e["used"].as_u64().unwrap(),
+            e["window_seconds"].as_f64().unwrap(),
+            e["reset_seconds"].as_f64().unwrap(),
+        )
+    };
+    assert_eq!(state("monthly"), (0, 31.0 * 86_400.0, 31.0 * 86_400.0 - 60.0));
+    assert_eq!(state("hourly"), (6, 3600.0, 3540.0));
+    assert_eq!(state("minute"), (0, 60.0, 60.0));
+    assert_eq!(state("bucket"), (6, 30.0 * 3600.0, 6.0 * 3600.0 - 120.0));
+    assert_eq!(state("summarize.day"), (0, 86_400.0, 86_340.0));
+}
+
+#[tokio::test]
+async fn usage_names_the_plan_and_where_it_came_from() {
+    let h = Harness::new(CONFIG);
+    let vip = h.usage("vip-token-1").await;
+    assert_eq!(
+        (&vip["plan"], &vip["plan_source"], &vip["unlimited"]),
+        (&"vip".into(), &"tokens".into(), &true.into())
+    );
+    assert_eq!(vip["limits"], serde_json::json!([]));
+
+    let set =
+        h.admin("PUT", "/v1/overrides", serde_json::json!({ "token": "tok-moved", "plan": "pro" })).await;
+    assert_eq!(set.status, 200, "{}", set.body);
+    let moved = h.usage("tok-moved").await;
+    assert_eq!((&moved["plan"], &moved["plan_source"]), (&"pro".into(), &"override".into()));
+    assert_eq!(moved["override"]["plan"], "pro");
+    // The dry-run rule limits pro only: its limit is there, reported as dry run.
+    assert_eq!(entry(&moved, "shadow.day")["mode"], "dry_run");
+    assert_eq!(entry(&moved, "shadow.day")["scope"], "shadow");
+    assert_eq!(entry(&moved, "minute")["quota"], 600);
+
+    // Limits of an override replace the plan's own; the rules stay.
+    let body = serde_json::json!({ "token": "tok-custom", "limits": [{ "name": "custom", "requests": 7, "per": "week" }] });
+    assert_eq!(h.admin("PUT", "/v1/overrides", body).await.status, 200);
+    let custom = h.usage("tok-custom").await;
+    assert_eq!((&custom["plan"], &custom["plan_source"]), (&"every".into(), &"unknown_tokens".into()));
+    let names: Vec<&str> =
+        custom["limits"].as_array().unwrap().iter().map(|l| l["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["custom", "summarize.day"]);
+    assert_eq!(entry(&custom, "custom")["window_seconds"], 7.0 * 86_400.0);
+}
+
+#[tokio::test]
+async fn a_reset_lets_a_denied_customer_through_again() {
+    let h = Harness::new(CONFIG);
+    let token = "tok-denied";
+    for _ in 0..5 {
+        assert_eq!(h.check(token, "POST", "/api/summarize").await, 200);
+    }
+    assert_eq!(h.check(token, "POST", "/api/summarize").await, 429, "the summaries' 5 a day");
+    for _ in 0..5 {
+        assert_eq!(h.check(token, "GET", "/api/items").await, 200);
+    }
+    assert_eq!(h.check(token, "GET", "/api/items").await, 429, "the plan's 10 a minute");
+
+    // The rule's scope only: summaries pass again, the plan still denies.
+    let a = h.admin("POST", "/v1/reset", serde_json::json!({ "token": token, "scope": "summarize" })).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(
+        a.body["cleared"],
+        serde_json::json!([{ "scope": "summarize", "kind": "rule", "limits": ["summarize.day"] }])
+    );
+    assert_eq!(a.body["counters"], 1);
+    assert_eq!(entry(&h.usage(token).await, "summarize.day")["used"], 0);
+    assert_eq!(h.check(token, "GET", "/api/items").await, 429);
+
+    let a = h.admin("POST", "/v1/reset", serde_json::json!({ "token": token })).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let scopes: Vec<&str> =
+        a.body["cleared"].as_array().unwrap().iter().map(|c| c["scope"].as_str().unwrap()).collect();
+    assert_eq!(scopes, ["every", "summarize"]);
+    assert_eq!(a.body["counters"], 4, "the plan's four counters; the rule's was cleared already");
+    assert_eq!(h.check(token, "GET", "/api/items").await, 200);
+    assert_eq!(h.check(token, "POST", "/api/summarize").await, 200);
+}
+
+#[tokio::test]
+async fn bad_usage_and_reset_calls_are_400s_naming_the_field() {
+    let h = Harness::new(CONFIG);
+    let cases = [
+        ("/v1/usage", serde_json::json!({}), "(body)"),
+        ("/v1/usage", serde_json::json!({ "token": 7 }), "token"),
+        ("/v1/usage", serde_json::json!({ "token": "has space" }), "token"),
+        ("/v1/usage", serde_json::json!({ "token": "t", "extra": 1 }), "extra"),
+        ("/v1/reset", serde_json::json!({ "token": "t", "scope": "nope" }), "scope"),
+        ("/v1/reset", serde_json::json!({ "token": "t", "scope": "docs" }), "scope"),
+        ("/v1/reset", serde_json::json!({ "token": "vip-token-1", "scope": "vip" }), "scope"),
+    ];
+    for (path, body, field) in cases {
+        let a = h.admin("POST", path, body.clone()).await;
+        assert_eq!(a.status, 400, "{path} {body}: {}", a.body);
+        assert_eq!(a.body["field"], field, "{path} {body}: {}", a.body);
+    }
+}
+
+#[tokio::test]
+async fn usage_of_a_token_the_config_rejects_is_a_404() {
+    let h = Harness::new(&CONFIG.replace("count_denied = false", "unknown_tokens = \"reject\""));
+    let a = h.admin("POST", "/v1/usage", serde_json::json!({ "token": "tok-unknown" })).await;
+    assert_eq!(a.status, 404, "{}", a.body);
+    assert_eq!(h.admin("POST", "/v1/reset", serde_json::json!({ "token": "tok-unknown" })).await.status, 404);
+    assert_eq!(h.usage("vip-token-1").await["plan"], "vip");
 }

@@ -12,6 +12,7 @@
 pub mod auth;
 pub mod client;
 pub mod overrides;
+pub mod usage;
 
 use axum::body::Body;
 use axum::extract::{FromRequest, MatchedPath, Request, State};
@@ -19,7 +20,7 @@ use axum::http::header::{CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use axum::http::{HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::put;
+use axum::routing::{post, put};
 use axum::Router;
 use serde::de::DeserializeOwned;
 use serde_json::json;
@@ -37,6 +38,8 @@ pub const MAX_BODY: usize = 64 * 1024;
 pub fn routes(state: &AppState) -> Router<AppState> {
     Router::new()
         .route("/v1/overrides", put(overrides::put).get(overrides::list).delete(overrides::delete))
+        .route("/v1/usage", post(usage::usage))
+        .route("/v1/reset", post(usage::reset))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require))
         .route_layer(middleware::from_fn_with_state(state.clone(), count))
 }
