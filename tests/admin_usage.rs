@@ -30,6 +30,14 @@ fn bucket(name: &str, emission: Nanos, burst: u32, max_delay: Nanos) -> Limit {
     Limit::new(name, Algorithm::Gcra { emission, burst: NonZeroU32::new(burst).unwrap(), max_delay })
 }
 
+/// At most `max` requests in flight, each holding its slot `hold_secs` seconds.
+fn concurrent(max: u32, hold_secs: Nanos) -> Limit {
+    Limit::new(
+        "concurrent",
+        Algorithm::Concurrent { max: NonZeroU32::new(max).unwrap(), hold: hold_secs * SECOND },
+    )
+}
+
 async fn redis_store(server: &RedisServer) -> Store {
     redis_store_at(&format!("url = \"{}\"", server.url())).await
 }
@@ -50,11 +58,13 @@ async fn connected(config: RedisConfig) -> Store {
 /// what the limits allow after the requests counted so far.
 async fn peeks_predict_checks(store: &Store) {
     let plan = [fixed("month", 9, Window::Month), sliding("minute", 4, Window::Minute)];
-    let rule = [bucket("bucket", 20 * SECOND, 3, 5 * SECOND), sliding("week", 7, Window::Week)];
-    let dry = [fixed("dry", 2, Window::Day)];
+    let rule =
+        [bucket("bucket", 20 * SECOND, 3, 5 * SECOND), sliding("week", 9, Window::Week), concurrent(2, 40)];
+    let dry = [fixed("dry", 2, Window::Day), concurrent(1, 90)];
+    // The rule costs 2 in its own scope's limits that count cost.
     let scopes = [
         Scope::enforced(0, &plan),
-        Scope::enforced(5, &rule),
+        Scope::enforced(5, &rule).costing(2),
         Scope { mode: Mode::DryRun, ..Scope::enforced(8, &dry) },
     ];
     for counting in [Counting::AllowedOnly, Counting::Everything] {
@@ -147,15 +157,15 @@ async fn a_reset_lets_a_denied_caller_through(store: &Store) {
     let who = Key(0xdead);
     assert!(store.check(who, &scopes, T0, Counting::AllowedOnly).await.unwrap().is_allowed());
     assert!(!store.check(who, &scopes, T0, Counting::AllowedOnly).await.unwrap().is_allowed());
-    assert_eq!(store.reset(who, &scopes[1..]).await.unwrap(), 1, "the bucket's counter");
+    assert_eq!(store.reset(who, &scopes[1..], T0).await.unwrap(), 1, "the bucket's counter");
     assert!(store.check(who, &scopes, T0, Counting::AllowedOnly).await.unwrap().is_allowed());
     let denied = store.check(who, &scopes, T0, Counting::AllowedOnly).await.unwrap();
     assert!(!denied.is_allowed());
     assert!(!denied.verdicts()[0].verdict.allowed, "the day's two are used: only the bucket was reset");
-    assert_eq!(store.reset(who, &scopes).await.unwrap(), 2);
+    assert_eq!(store.reset(who, &scopes, T0).await.unwrap(), 2);
     let peek = store.peek(who, &scopes, T0, Counting::AllowedOnly).await.unwrap();
     assert_eq!(peek.now.iter().map(|j| j.verdict.remaining).collect::<Vec<_>>(), [2, 1]);
-    assert_eq!(store.reset(who, &scopes).await.unwrap(), 0, "nothing left to clear");
+    assert_eq!(store.reset(who, &scopes, T0).await.unwrap(), 0, "nothing left to clear");
 }
 
 #[tokio::test]
@@ -184,7 +194,7 @@ async fn a_peek_sees_the_denial_the_local_tier_remembers_and_a_reset_forgets_it(
     assert_eq!(peek.now[0].verdict.remaining, 1, "Redis holds nothing");
     assert!(!peek.next.is_allowed(), "the remembered denial answers the next check");
     assert_eq!(store.check(who, &scopes, T0 + SECOND, Counting::AllowedOnly).await.unwrap(), peek.next);
-    store.reset(who, &scopes).await.unwrap();
+    store.reset(who, &scopes, T0).await.unwrap();
     assert!(store.check(who, &scopes, T0 + SECOND, Counting::AllowedOnly).await.unwrap().is_allowed());
 }
 
@@ -212,7 +222,7 @@ async fn without_redis_a_peek_is_decided_by_on_error_and_a_reset_fails() {
             _ => assert!(matches!(peek, Err(StoreError::Unavailable { .. })), "{peek:?}"),
         }
         assert!(
-            store.reset(who, &scopes).await.is_err(),
+            store.reset(who, &scopes, T0).await.is_err(),
             "on_error = {on_error:?}: a reset that did not happen"
         );
         server.resume();

@@ -152,8 +152,8 @@ pub async fn reset(
 ) -> Result<Response, ApiError> {
     let live = state.config.load_full();
     let policy = &live.policy;
-    let planned =
-        Planned::of(&state, policy, token_key(&live.identity, "token", &body.token)?, state.clock.now())?;
+    let now = state.clock.now();
+    let planned = Planned::of(&state, policy, token_key(&live.identity, "token", &body.token)?, now)?;
     let plan = &*policy.plan(planned.plan).name;
     let mut scopes = planned.scopes(policy);
     if let Some(wanted) = &body.scope {
@@ -167,7 +167,7 @@ pub async fn reset(
             return Err(ApiError::bad_request("scope", msg));
         }
     }
-    let counters = state.store.reset(planned.key, &scopes).await.map_err(|e| unavailable(&e))?;
+    let counters = state.store.reset(planned.key, &scopes, now).await.map_err(|e| unavailable(&e))?;
     let cleared: Vec<serde_json::Value> = scopes.iter().map(|s| scope_json(s, plan)).collect();
     tracing::info!(
         call = "POST /v1/reset",

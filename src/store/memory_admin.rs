@@ -12,32 +12,50 @@ use smallvec::SmallVec;
 use super::{EntryKey, Memory, Saved, States};
 use crate::identity::Key;
 use crate::limiter::{Nanos, State};
-use crate::store::{Counting, Judged, Peek, Scope, Verdicts};
+use crate::store::{Counting, Judged, Peek, Scope, TicketId, Verdicts};
+
+/// What a peek copies of one (caller, scope): its limits' states (`None`: never seen there), and
+/// when each concurrency slot it holds ends.
+pub(in crate::store) struct Copied {
+    pub states: Option<States>,
+    pub slots: Vec<Nanos>,
+}
 
 impl Memory {
     /// See [`crate::store::Store::peek`].
     pub fn peek<'p>(&self, caller: Key, scopes: &[Scope<'p>], now: Nanos, counting: Counting) -> Peek<'p> {
         let halves = halves(caller);
-        let copies: SmallVec<[Option<States>; 4]> = {
+        let copies: SmallVec<[Copied; 4]> = {
             let shard = self.shard(halves).lock();
             scopes
                 .iter()
-                .map(|s| shard.map.get(&EntryKey { caller: halves, scope: s.id }).map(|e| e.states.clone()))
+                .map(|s| {
+                    let key = EntryKey { caller: halves, scope: s.id };
+                    let slots = shard
+                        .held
+                        .sets
+                        .get(&key)
+                        .map_or_else(Vec::new, |set| set.iter().map(|&(_, end)| end).collect());
+                    Copied { states: shard.map.get(&key).map(|e| e.states.clone()), slots }
+                })
                 .collect()
         };
         peeked(caller, scopes, copies, now, counting)
     }
 
-    /// See [`crate::store::Store::reset`]: removes the caller's entry of each scope, and
-    /// returns how many limit states they held.
-    pub fn reset(&self, caller: Key, scopes: &[Scope<'_>]) -> u64 {
+    /// See [`crate::store::Store::reset`]: removes the caller's entry of each scope and its
+    /// concurrency slots, and returns how many limit states and slots they held.
+    pub fn reset(&self, caller: Key, scopes: &[Scope<'_>], now: Nanos) -> u64 {
         let halves = halves(caller);
         let mut shard = self.shard(halves).lock();
-        scopes
-            .iter()
-            .filter_map(|s| shard.map.swap_remove(&EntryKey { caller: halves, scope: s.id }))
-            .map(|e| e.states.len() as u64)
-            .sum()
+        let mut cleared = 0;
+        for s in scopes {
+            let key = EntryKey { caller: halves, scope: s.id };
+            cleared += shard.held.sets.get(&key).map_or(0, |set| set.len() as u64);
+            shard.held.forget(&key, now);
+            cleared += shard.map.swap_remove(&key).map_or(0, |e| e.states.len() as u64);
+        }
+        cleared
     }
 }
 
@@ -46,34 +64,46 @@ fn halves(caller: Key) -> [u64; 2] {
     [(caller.0 >> 64) as u64, caller.0 as u64]
 }
 
-/// The peek of `caller` at `now`, from `copies[i]`, the states of `scopes[i]` (`None`: a scope
-/// the caller has not been seen in).
+/// The peek of `caller` at `now`, from `copies[i]`, what the store holds of `scopes[i]`.
 pub(in crate::store) fn peeked<'p>(
     caller: Key,
     scopes: &[Scope<'p>],
-    copies: SmallVec<[Option<States>; 4]>,
+    copies: SmallVec<[Copied; 4]>,
     now: Nanos,
     counting: Counting,
 ) -> Peek<'p> {
-    // TODO(part 7, admin-read): free slots of concurrency limits once the store holds them.
     let mut verdicts = Verdicts::new();
-    for (scope, states) in scopes.iter().zip(&copies) {
+    for (scope, copied) in scopes.iter().zip(&copies) {
         for limit in scope.limits {
-            let mut state = states
-                .iter()
-                .flatten()
-                .find(|(id, _)| *id == limit.id)
-                .map_or_else(State::default, |(_, s)| *s);
+            let mut state = if limit.is_concurrent() {
+                State::holding(copied.slots.iter().copied().filter(|&end| end > now))
+            } else {
+                let kept = copied.states.iter().flatten().find(|(id, _)| *id == limit.id);
+                kept.map_or_else(State::default, |(_, s)| *s)
+            };
             limit.roll(&mut state, now);
-            let allowed = limit.admits(&state, now);
-            let verdict = limit.verdict(&state, now, allowed);
+            let weight = limit.weight(scope.cost);
+            let allowed = limit.admits(&state, now, weight);
+            let verdict = limit.verdict(&state, now, allowed, weight);
             verdicts.push(Judged { limit, rule: scope.rule, mode: scope.mode, verdict });
         }
     }
-    let scratch = Memory::new(scopes.len() as u64);
+    // Room for every copied entry and slot, and the slots the check may add.
+    let slots: usize = copies.iter().map(|c| c.slots.len()).sum();
+    let scratch = Memory::new((2 * scopes.len() + slots) as u64);
     let halves = halves(caller);
-    for (scope, states) in scopes.iter().zip(copies) {
-        if let Some(states) = states {
+    {
+        let mut shard = scratch.shard(halves).lock();
+        for (scope, copied) in scopes.iter().zip(&copies) {
+            let key = EntryKey { caller: halves, scope: scope.id };
+            for (i, &end) in copied.slots.iter().enumerate() {
+                // Which ticket holds a slot does not change a check's decision.
+                shard.held.insert(key, i as TicketId, end);
+            }
+        }
+    }
+    for (scope, copied) in scopes.iter().zip(copies) {
+        if let Some(states) = copied.states {
             scratch.restore(Saved { caller: halves, scope: scope.id, expires: Nanos::MAX, states });
         }
     }
@@ -159,19 +189,19 @@ mod tests {
         assert!(memory.check(Key(4), &both, NOON, Counting::AllowedOnly).is_allowed());
         assert!(!memory.check(Key(3), &both, NOON, Counting::AllowedOnly).is_allowed());
 
-        assert_eq!(memory.reset(Key(3), &both[1..]), 2, "the rule's two limits");
+        assert_eq!(memory.reset(Key(3), &both[1..], NOON), 2, "the rule's two limits");
         let rule_only = [both[1]];
         assert!(memory.check(Key(3), &rule_only, NOON, Counting::AllowedOnly).is_allowed());
         assert!(
             !memory.check(Key(3), &both[..1], NOON, Counting::AllowedOnly).is_allowed(),
             "the plan kept its count"
         );
-        assert_eq!(memory.reset(Key(3), &both), 3, "the plan's limit and the rule's two");
+        assert_eq!(memory.reset(Key(3), &both, NOON), 3, "the plan's limit and the rule's two");
         assert!(memory.check(Key(3), &both, NOON, Counting::AllowedOnly).is_allowed());
         assert!(
             !memory.check(Key(4), &both, NOON, Counting::AllowedOnly).is_allowed(),
             "another caller kept its counts"
         );
-        assert_eq!(memory.reset(Key(5), &both), 0, "nothing to forget");
+        assert_eq!(memory.reset(Key(5), &both, NOON), 0, "nothing to forget");
     }
 }

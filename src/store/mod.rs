@@ -243,13 +243,14 @@ impl Store {
         }
     }
 
-    /// Forgets what `caller` has counted in `scopes`, as if it had never been seen there.
-    /// Returns how many limit counters held something. A Redis store clears its local fallback
+    /// Forgets what `caller` has counted in `scopes`, as if it had never been seen there, its
+    /// concurrency slots too (their tickets then close nothing). Returns how many limit
+    /// counters (and slots, in memory) held something. A Redis store clears its local fallback
     /// too, and fails (whatever `on_error` says) if Redis cannot be reached.
-    pub async fn reset(&self, caller: Key, scopes: &[Scope<'_>]) -> Result<u64, StoreError> {
+    pub async fn reset(&self, caller: Key, scopes: &[Scope<'_>], now: Nanos) -> Result<u64, StoreError> {
         match self {
-            Store::Memory(m) => Ok(m.reset(caller, scopes)),
-            Store::Redis(r) => r.reset(caller, scopes).await,
+            Store::Memory(m) => Ok(m.reset(caller, scopes, now)),
+            Store::Redis(r) => r.reset(caller, scopes, now).await,
         }
     }
 

@@ -23,7 +23,7 @@ use super::{replayed, scopes_fingerprint, Conn, Redis};
 use crate::config::OnError;
 use crate::identity::Key;
 use crate::limiter::{Nanos, State, SECOND};
-use crate::store::memory::admin::peeked;
+use crate::store::memory::admin::{peeked, Copied};
 use crate::store::memory::States;
 use crate::store::{Counting, Mode, Peek, Scope, StoreError, Verdicts};
 
@@ -43,7 +43,7 @@ impl Redis {
         counting: Counting,
     ) -> Result<Peek<'p>, StoreError> {
         let peek = match self.conn.load_full() {
-            Some(conn) if self.breaker.allows(now) => match self.read(&conn, caller, scopes).await {
+            Some(conn) if self.breaker.allows(now) => match self.read(&conn, caller, scopes, now).await {
                 Ok((clock, copies)) => {
                     self.breaker.success();
                     let at = if self.caller_clock { now } else { clock };
@@ -73,7 +73,7 @@ impl Redis {
             return Ok(self.fallback.peek(caller, scopes, now, counting));
         }
         // Unchecked or unavailable, as a check decides, which looks at no scope for either.
-        self.fallback(caller, &[], now, counting).map(|next| Peek { now: Verdicts::new(), next })
+        self.fallback(caller, &[], now, counting, 0).map(|next| Peek { now: Verdicts::new(), next })
     }
 
     /// `peek`, its decision replaced by the denial the local tier remembers for these scopes,
@@ -85,8 +85,9 @@ impl Redis {
         scopes: &[Scope<'p>],
         now: Nanos,
     ) -> Peek<'p> {
-        let Some(denials) = self.denials.as_ref().filter(|_| scopes.iter().all(|s| s.mode == Mode::Enforce))
-        else {
+        // As a check: only for enforced scopes holding no slot.
+        let remembers = scopes.iter().all(|s| s.mode == Mode::Enforce && !s.holds_slot());
+        let Some(denials) = self.denials.as_ref().filter(|_| remembers) else {
             return peek;
         };
         if let Some(hit) = denials.get(&(caller.0, scopes_fingerprint(scopes))) {
@@ -98,40 +99,58 @@ impl Redis {
         peek
     }
 
-    /// The states of every limit of `scopes` as Redis holds them, and Redis's clock.
+    /// What Redis holds of every limit of `scopes`, and the instant it read them at (its own
+    /// clock, or `now` with [`Redis::with_caller_clock`], to the microsecond).
     async fn read(
         &self,
         conn: &Conn,
         caller: Key,
         scopes: &[Scope<'_>],
-    ) -> Result<(Nanos, SmallVec<[Option<States>; 4]>), String> {
-        // TODO(part 7, admin-read): read the slots of concurrency limits once the store holds them.
+        now: Nanos,
+    ) -> Result<(Nanos, SmallVec<[Copied; 4]>), String> {
         let mut invocation = PEEK.prepare_invoke();
+        invocation.arg(if self.caller_clock { now.to_string() } else { String::new() });
         for s in scopes {
             for l in s.limits {
-                invocation.key(self.key(caller, s.id, l.id));
+                invocation.key(self.key(caller, s.id, l.id)).arg(if l.is_concurrent() { "c" } else { "" });
             }
         }
         let mut conn = conn.clone();
         let reply: Vec<i64> = self.timed(invocation.invoke_async(&mut conn)).await?;
-        let keys: usize = scopes.iter().map(|s| s.limits.len()).sum();
         let unexpected = || format!("the peek script gave a reply it never gives ({} values)", reply.len());
-        let (clock, fields) = match reply.split_first_chunk::<2>() {
-            Some(([s, us], rest)) if rest.len() == FIELDS * keys && *s >= 0 && *us >= 0 => {
-                (s.unsigned_abs() * SECOND + us.unsigned_abs() * 1000, rest)
-            }
-            _ => return Err(unexpected()),
+        let mut at = 0;
+        let mut take = |n: usize| {
+            let values = reply.get(at..at + n).ok_or_else(unexpected)?;
+            at += n;
+            Ok::<_, String>(values)
         };
-        let mut fields = fields.chunks_exact(FIELDS);
-        let copies = scopes
-            .iter()
-            .map(|s| Some(s.limits.iter().zip(fields.by_ref()).map(|(l, f)| (l.id, state(f))).collect()))
-            .collect();
+        let instant = |v: i64| u64::try_from(v).map_err(|_| unexpected());
+        let head = take(2)?;
+        let clock =
+            instant(head[0])?.saturating_mul(SECOND).saturating_add(instant(head[1])?.saturating_mul(1000));
+        let mut copies = SmallVec::new();
+        for scope in scopes {
+            let (mut states, mut slots) = (States::new(), Vec::new());
+            for limit in scope.limits {
+                if limit.is_concurrent() {
+                    let count = usize::try_from(take(1)?[0]).map_err(|_| unexpected())?;
+                    for &end in take(count)? {
+                        slots.push(instant(end)?.saturating_mul(1000));
+                    }
+                } else {
+                    states.push((limit.id, state(take(FIELDS)?)));
+                }
+            }
+            copies.push(Copied { states: Some(states), slots });
+        }
+        if at != reply.len() {
+            return Err(unexpected());
+        }
         Ok((clock, copies))
     }
 
     /// See [`crate::store::Store::reset`]: the number of keys Redis deleted.
-    pub async fn reset(&self, caller: Key, scopes: &[Scope<'_>]) -> Result<u64, StoreError> {
+    pub async fn reset(&self, caller: Key, scopes: &[Scope<'_>], now: Nanos) -> Result<u64, StoreError> {
         let unavailable = || StoreError::Unavailable { retry_after: self.config.breaker_reattempt };
         let keys: Vec<String> =
             scopes.iter().flat_map(|s| s.limits.iter().map(move |l| self.key(caller, s.id, l.id))).collect();
@@ -145,7 +164,7 @@ impl Redis {
                 unavailable()
             })?
         };
-        self.fallback.reset(caller, scopes);
+        self.fallback.reset(caller, scopes, now);
         if let Some(denials) = &self.denials {
             // Remembered denials are keyed by limit sets, not scopes: forget all of the
             // caller's. A walk over the tier, which only an operator's reset pays for.
