@@ -88,6 +88,11 @@ impl PathGlob {
         };
         Ok(PathGlob { exact: build(false)?, folded: build(true)? })
     }
+
+    /// The pattern, as written.
+    pub fn pattern(&self) -> &str {
+        self.exact.glob().glob()
+    }
 }
 
 impl PathMatch {
@@ -167,19 +172,24 @@ impl Rule {
     /// the path falls under it (some backend may route the request there); an exempting rule
     /// only when every reading does (no backend routes it elsewhere).
     pub fn matches(&self, req: &Forwarded<'_>) -> bool {
-        let host_ok = match &self.host {
+        self.matching(req).all()
+    }
+
+    /// Which of the rule's criteria `req` meets (see [`Rule::matches`]).
+    pub fn matching(&self, req: &Forwarded<'_>) -> Matching {
+        let host = match &self.host {
             HostMatch::Any => true,
             HostMatch::Exact(h) => *req.host == **h,
             HostMatch::Glob(g) => g.is_match(req.host.as_ref()),
         };
-        let method_ok =
+        let method =
             self.methods.is_empty() || self.methods.iter().any(|m| m.eq_ignore_ascii_case(req.method));
-        let path_ok = if self.exempt {
+        let path = if self.exempt {
             req.path.readings().all(|r| self.path.covers(r, false))
         } else {
             req.path.readings().any(|r| self.path.covers(r, true))
         };
-        host_ok && method_ok && path_ok
+        Matching { host, method, path }
     }
 
     /// The limits this rule adds for `plan`: its own list for the plan, else `limits."*"`.
@@ -188,6 +198,20 @@ impl Rule {
             Some(Some(limits)) => limits,
             _ => &self.any_plan,
         }
+    }
+}
+
+/// Which criteria of a rule one request meets: the rule applies when all do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Matching {
+    pub host: bool,
+    pub method: bool,
+    pub path: bool,
+}
+
+impl Matching {
+    pub fn all(self) -> bool {
+        self.host && self.method && self.path
     }
 }
 
@@ -257,6 +281,9 @@ fn only<'h>(headers: &'h HeaderMap, name: &HeaderName) -> Option<&'h HeaderValue
 /// Where a caller's plan came from, for the admin API's answers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PlanSource {
+    /// An override of the admin API set it (never [`Policy::plan_and_source`]'s answer: the
+    /// overrides are the server's, beside the policy).
+    Override,
     /// The trusted plan header named it.
     PlanHeader,
     /// The token is in `[tokens]` (or `tokens_file`).
@@ -270,9 +297,11 @@ pub enum PlanSource {
 }
 
 impl PlanSource {
-    /// How answers name it: `plan_header`, `tokens`, `unknown_tokens`, `default`, `anonymous`.
+    /// How answers name it: `override`, `plan_header`, `tokens`, `unknown_tokens`, `default`,
+    /// `anonymous`.
     pub fn name(self) -> &'static str {
         match self {
+            PlanSource::Override => "override",
             PlanSource::PlanHeader => "plan_header",
             PlanSource::Tokens => "tokens",
             PlanSource::UnknownTokens => "unknown_tokens",

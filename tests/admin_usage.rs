@@ -532,3 +532,222 @@ async fn usage_of_a_token_the_config_rejects_is_a_404() {
     assert_eq!(h.admin("POST", "/v1/reset", serde_json::json!({ "token": "tok-unknown" })).await.status, 404);
     assert_eq!(h.usage("vip-token-1").await["plan"], "vip");
 }
+
+/// A config whose requests meet every way a check can end: an allow-list, IP callers, a
+/// plan header, tokens on an unlimited plan, a bucket, a rule, a dry-run rule, an exempt one,
+/// and tickets on every admitted request.
+const EXPLAINED: &str = r#"
+[server]
+admin_listen = "127.0.0.1:9"
+tickets_listen = "127.0.0.1:10"
+
+[admin]
+token_file = "TOKEN_FILE"
+
+[identity]
+sources = ["bearer", "header:x-api-key"]
+missing = "ip"
+allow_ips = ["198.51.100.0/24"]
+plan_header = "X-Plan"
+
+[defaults]
+plan = "free"
+anonymous_plan = "anonymous"
+
+[answers]
+tickets = "always"
+
+[plans.free]
+limits = [{ requests = 3, per = "minute" }]
+
+[plans.anonymous]
+limits = [{ requests = 1, per = "hour" }]
+
+[plans.pro]
+limits = [{ average = 1, period = "10s", burst = 2, max_delay = "0s" }]
+
+[plans.vip]
+unlimited = true
+
+[plans.one]
+limits = [{ requests = 10, per = "minute" }, { concurrent = 1, hold = "1m" }]
+
+[tokens]
+"tok-vip" = "vip"
+"tok-pro" = "pro"
+"tok-one" = "one"
+
+[[rules]]
+name = "search"
+path_prefix = "/api/search"
+limits.free = [{ requests = 1, per = "minute" }]
+
+[[rules]]
+name = "shadow"
+path_prefix = "/api/shadow"
+dry_run = true
+limits."*" = [{ requests = 1, per = "minute" }]
+
+[[rules]]
+name = "docs"
+path_prefix = "/docs"
+exempt = true
+"#;
+
+/// One request of the table: method, uri, headers.
+type Row = (&'static str, &'static str, &'static [(&'static str, &'static str)]);
+
+impl Harness {
+    /// The check of `row` as Traefik sends it: its status, its headers (lowercase names, values
+    /// of a repeated name joined by ", ") and its body.
+    async fn checked(&self, (method, uri, headers): Row) -> (u16, serde_json::Value, Option<String>) {
+        let mut req = axum::http::Request::get("/")
+            .header("x-forwarded-method", method)
+            .header("x-forwarded-proto", "https")
+            .header("x-forwarded-host", "api.example.com")
+            .header("x-forwarded-uri", uri);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req.body(axum::body::Body::empty()).unwrap();
+        use http_body_util::BodyExt;
+        use tower::ServiceExt;
+        let res = quotagate::server::router(self.state.clone(), false).oneshot(req).await.unwrap();
+        let status = res.status().as_u16();
+        let mut fields = serde_json::Map::new();
+        // Content-Length is framing, which the server adds to every answer on its way out.
+        for name in res.headers().keys().filter(|n| *n != "content-length") {
+            let values: Vec<&str> = res.headers().get_all(name).iter().map(|v| v.to_str().unwrap()).collect();
+            fields.insert(name.to_string(), values.join(", ").into());
+        }
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        let body = (!body.is_empty()).then(|| String::from_utf8(body.to_vec()).unwrap());
+        (status, fields.into(), body)
+    }
+
+    async fn explain(&self, (method, uri, headers): Row) -> serde_json::Value {
+        let headers: serde_json::Map<String, serde_json::Value> =
+            headers.iter().map(|(k, v)| (k.to_string(), (*v).into())).collect();
+        // The in-process check's peer is 0.0.0.0 (no socket): the explanation's too.
+        let body = serde_json::json!({
+            "method": method, "host": "api.example.com", "uri": uri, "headers": headers, "peer": "0.0.0.0",
+        });
+        let a = self.admin("POST", "/v1/explain", body).await;
+        assert_eq!(a.status, 200, "{}", a.body);
+        a.body
+    }
+}
+
+#[tokio::test]
+async fn explain_predicts_the_answer_of_the_check_that_follows() {
+    let h = Harness::new(EXPLAINED);
+    let free: &[(&str, &str)] = &[("authorization", "Bearer tok-free"), ("x-forwarded-for", "203.0.113.9")];
+    let rows: &[Row] = &[
+        ("GET", "/api/shadow", free),
+        ("GET", "/api/shadow", free),
+        ("GET", "/api/search?q=1", free),
+        ("GET", "/api/search?q=2", free),
+        ("GET", "/api/items", free),
+        ("GET", "/docs/intro", free),
+        ("GET", "/api/items", &[("x-api-key", "tok-vip")]),
+        ("GET", "/api/items", &[("x-api-key", "tok-pro")]),
+        ("GET", "/api/items", &[("x-api-key", "tok-pro")]),
+        ("GET", "/api/items", &[("x-api-key", "tok-pro")]),
+        ("GET", "/api/items", &[("authorization", "Bearer tok-free"), ("x-plan", "vip")]),
+        ("GET", "/api/items", &[("x-forwarded-for", "203.0.113.50")]),
+        ("GET", "/api/items", &[("x-forwarded-for", "203.0.113.50")]),
+        ("GET", "/api/items", &[("x-forwarded-for", "198.51.100.4")]),
+        ("GET", "/api/items", &[("x-api-key", "tok-one")]),
+        ("GET", "/api/items", &[("x-api-key", "tok-one")]),
+        ("GET", "/api/items", &[("authorization", "Bearer t\u{f6}k")]),
+        ("GET", "/api/items", &[("authorization", "Bearer one"), ("x-api-key", "two")]),
+        ("GET", "/api/%2e%2e/items", free),
+    ];
+    let mut outcomes = std::collections::BTreeSet::new();
+    for (i, row) in rows.iter().enumerate() {
+        let explained = h.explain(*row).await;
+        // Explaining counts nothing: a second explanation says the same.
+        assert_eq!(h.explain(*row).await, explained, "row {i}");
+        let (status, mut headers, body) = h.checked(*row).await;
+        let said = |field: &str| explained[field].clone();
+        // A check mints its ticket; the explanation says one would be.
+        if let Some(ticket) = headers.get_mut("x-quotagate-ticket") {
+            assert!(ticket.as_str().unwrap().starts_with("qt1."), "{ticket}");
+            *ticket = explained["headers"]["x-quotagate-ticket"].clone();
+            assert!(ticket.as_str().unwrap().contains("minted"), "row {i}: {explained}");
+        }
+        assert_eq!(
+            (said("status"), said("headers"), said("body")),
+            (status.into(), headers, body.into()),
+            "row {i} {row:?}: {explained}"
+        );
+        outcomes.insert(explained["outcome"].as_str().unwrap().to_owned());
+    }
+    let expected = ["allow_listed", "allowed", "denied", "dry_run_denied", "exempt", "rejected", "unlimited"];
+    assert_eq!(
+        outcomes.iter().map(String::as_str).collect::<Vec<_>>(),
+        expected,
+        "the table meets every outcome"
+    );
+}
+
+#[tokio::test]
+async fn explain_says_who_what_plan_which_rules_and_each_limit() {
+    let h = Harness::new(EXPLAINED);
+    let row: Row = (
+        "POST",
+        "/api/search?q=1",
+        &[("authorization", "Bearer tok-free"), ("x-forwarded-for", "203.0.113.9")],
+    );
+    assert_eq!(h.checked(row).await.0, 200);
+    let e = h.explain(row).await;
+    assert_eq!(e["outcome"], "denied", "{e}");
+    assert_eq!(e["status"], 429);
+    assert_eq!(e["identity"]["caller"].as_str().unwrap().len(), "tok:".len() + 8);
+    assert_eq!(e["identity"]["key"].as_str().unwrap().len(), 32);
+    assert_eq!((&e["plan"], &e["plan_source"]), (&"free".into(), &"unknown_tokens".into()));
+    let rules = e["rules"].as_array().unwrap();
+    let search = rules.iter().find(|r| r["name"] == "search").unwrap();
+    assert_eq!(search["matched"], true);
+    assert_eq!(search["path"], serde_json::json!({ "pattern": "/api/search (prefix)", "matched": true }));
+    let docs = rules.iter().find(|r| r["name"] == "docs").unwrap();
+    assert_eq!(
+        (&docs["matched"], &docs["exempt"], &docs["path"]["matched"]),
+        (&false.into(), &true.into(), &false.into())
+    );
+    // Before this request: the plan's minute has 2 of 3 left, the search rule's none.
+    let limits = e["limits"].as_array().unwrap();
+    let left: Vec<(&str, u64, bool)> = limits
+        .iter()
+        .map(|l| {
+            (l["name"].as_str().unwrap(), l["remaining"].as_u64().unwrap(), l["allowed"].as_bool().unwrap())
+        })
+        .collect();
+    assert_eq!(left, [("minute", 2, true), ("search.minute", 0, false)]);
+    assert!(e["body"].as_str().unwrap().contains("search.minute"), "the 429's problem names the limit");
+
+    // No identity: a token no source accepts, and why.
+    let bad = h.explain(("GET", "/", &[("authorization", "Bearer a"), ("x-api-key", "b")])).await;
+    assert_eq!((&bad["outcome"], &bad["status"]), (&"rejected".into(), &400.into()), "{bad}");
+    assert!(bad["identity"]["error"].as_str().unwrap().contains("more than one credential"), "{bad}");
+    assert_eq!(bad["plan"], serde_json::Value::Null);
+}
+
+#[tokio::test]
+async fn bad_explain_bodies_are_400s_naming_the_field() {
+    let h = Harness::new(EXPLAINED);
+    let cases = [
+        (serde_json::json!({ "host": "h", "uri": "/" }), "(body)"),
+        (serde_json::json!({ "method": "GET", "host": "h", "uri": "/\r\nX: y" }), "uri"),
+        (
+            serde_json::json!({ "method": "GET", "host": "h", "uri": "/", "headers": { "x-forwarded-host": "other" } }),
+            "headers.x-forwarded-host",
+        ),
+        (serde_json::json!({ "method": "GET", "host": "h", "uri": "/", "headers": ["a"] }), "headers"),
+        (serde_json::json!({ "method": "GET", "host": "h", "uri": "/", "peer": "localhost" }), "peer"),
+    ];
+    for (body, field) in cases {
+        let a = h.admin("POST", "/v1/explain", body.clone()).await;
+        assert_eq!((a.status, &a.body["field"]), (400, &field.into()), "{body}: {}", a.body);
+    }
+}

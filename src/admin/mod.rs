@@ -11,6 +11,7 @@
 
 pub mod auth;
 pub mod client;
+pub mod explain;
 pub mod overrides;
 pub mod usage;
 
@@ -40,6 +41,7 @@ pub fn routes(state: &AppState) -> Router<AppState> {
         .route("/v1/overrides", put(overrides::put).get(overrides::list).delete(overrides::delete))
         .route("/v1/usage", post(usage::usage))
         .route("/v1/reset", post(usage::reset))
+        .route("/v1/explain", post(explain::explain))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require))
         .route_layer(middleware::from_fn_with_state(state.clone(), count))
 }

@@ -24,8 +24,9 @@ use crate::identity::{Caller, Key};
 use crate::limiter::{Algorithm, Nanos, SECOND};
 use crate::overrides::Override;
 use crate::policy::{Mode, PlanId, Policy, PolicyError, Scope, Scopes, PLAN_SCOPE};
+use crate::server::check::{self, Standing};
 use crate::server::AppState;
-use crate::store::{Counting, Decision, Judged, StoreError};
+use crate::store::{Counting, Decision, StoreError};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -49,15 +50,11 @@ struct Planned {
 }
 
 impl Planned {
-    /// The token's plan at `now`, as a check of a request carrying only the token decides it:
-    /// an applying override's plan, else the config's. 404 for a token the config rejects.
+    /// The token's plan at `now`, as a check of a request carrying only the token decides it
+    /// ([`check::plan_of`]). 404 for a token the config rejects.
     fn of(state: &AppState, policy: &Policy, key: Key, now: Nanos) -> Result<Planned, ApiError> {
-        let applied = state.overrides.get(key, now);
-        if let Some(plan) = applied.as_deref().and_then(|o| o.plan_in(policy)) {
-            return Ok(Planned { key, plan, source: "override", applied });
-        }
-        match policy.plan_and_source(&Caller::Token(key), &HeaderMap::new()) {
-            Ok((plan, source)) => Ok(Planned { key, plan, source: source.name(), applied }),
+        match check::plan_of(state, policy, &Caller::Token(key), &HeaderMap::new(), now) {
+            Ok((plan, source, applied)) => Ok(Planned { key, plan, source: source.name(), applied }),
             Err(PolicyError::UnknownToken) => Err(ApiError::not_found(format!(
                 "unknown API token (fingerprint {}): not in [tokens], and defaults.unknown_tokens rejects it",
                 key.fingerprint()
@@ -94,19 +91,19 @@ fn seconds(nanos: Nanos) -> f64 {
 
 /// One limit's state for answers (`LimitState` in docs/admin-api.yaml): `plan` is the name of
 /// the plan a plan scope belongs to.
-pub(super) fn limit_state(j: &Judged<'_>, plan: &str) -> serde_json::Value {
-    let v = &j.verdict;
-    let algorithm = match j.limit.algorithm {
+pub(super) fn limit_state(s: &Standing, plan: &str) -> serde_json::Value {
+    let v = &s.verdict;
+    let algorithm = match s.limit.algorithm {
         Algorithm::Fixed { .. } => "fixed",
         Algorithm::Sliding { .. } => "sliding",
         Algorithm::Gcra { .. } => "bucket",
         Algorithm::Concurrent { .. } => "concurrent",
     };
     json!({
-        "name": &*j.limit.name,
-        "scope": scope_name(j.rule, plan),
-        "kind": if j.rule.is_some() { "rule" } else { "plan" },
-        "mode": if j.mode == Mode::Enforce { "enforce" } else { "dry_run" },
+        "name": &*s.limit.name,
+        "scope": s.rule.as_deref().unwrap_or(plan),
+        "kind": if s.rule.is_some() { "rule" } else { "plan" },
+        "mode": if s.mode == Mode::Enforce { "enforce" } else { "dry_run" },
         "algorithm": algorithm,
         "quota": v.quota,
         "window_seconds": seconds(v.window),
@@ -142,7 +139,7 @@ pub async fn usage(
     let mut out = planned.json(policy);
     out["override"] = planned.applied.as_deref().map_or(serde_json::Value::Null, Override::json);
     out["unlimited"] = json!(scopes.is_empty());
-    out["limits"] = peek.now.iter().map(|j| limit_state(j, &plan.name)).collect();
+    out["limits"] = peek.now.iter().map(|j| limit_state(&Standing::of(j), &plan.name)).collect();
     Ok(answer(&out))
 }
 

@@ -5,8 +5,14 @@
 //! arithmetic) -> [`Decision`] -> response. Each check is counted once in the decision metrics,
 //! under one outcome. An admitted request whose scopes hold a concurrency limit (or any, with
 //! `answers.tickets = "always"`) is checked under a fresh ticket id and answered with its ticket.
+//!
+//! [`decide`] is the one decision path: a check runs it counting ([`Run::Check`]), and the admin
+//! API's `POST /v1/explain` runs it peeking at the store instead ([`Run::Explain`]), so an
+//! explanation can only say what a check would answer. It returns the answer with what it was
+//! made from ([`Decided`]); the handler counts it in the decision metrics.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, Request, State};
@@ -16,11 +22,14 @@ use axum::response::Response;
 use super::response::{self, Report};
 use super::{AppState, Live};
 use crate::config::{Config, Tickets};
-use crate::identity::{Caller, Key};
-use crate::limiter::Nanos;
-use crate::policy::{self, Applicable, Mode, Plan, Rule, RuleId, Scope};
+use crate::identity::{Caller, IdentityError, Key};
+use crate::limiter::{Limit, Nanos, Verdict};
+use crate::overrides::Override;
+use crate::policy::{
+    self, Applicable, Mode, Plan, PlanId, PlanSource, Policy, PolicyError, Rule, RuleId, Scope,
+};
 use crate::request::Forwarded;
-use crate::store::{Counting, Decision};
+use crate::store::{Counting, Decision, Judged};
 use crate::telemetry::Outcome;
 use crate::ticket::{Minter, Ticket};
 
@@ -35,100 +44,205 @@ pub async fn check(State(state): State<AppState>, req: Request) -> Response {
         .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |ConnectInfo(a)| a.ip());
     let uri = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let live = state.config.load();
-    let (response, wait) = match Forwarded::from_headers(&parts.headers, parts.method.as_str(), uri) {
-        Ok(forwarded) => decide(&state, &live, &parts.headers, &forwarded, peer).await,
-        Err(e) => {
-            tracing::debug!(error = %e, "forwarded request refused");
-            live.decisions.count(Outcome::rejected, None, None);
-            (response::bad_request(&e), 0)
-        }
-    };
+    let decided = decide(&state, &live, &parts.headers, parts.method.as_str(), uri, peer, Run::Check).await;
+    live.decisions.count(decided.outcome, decided.plan, decided.rule);
     drop(live);
     state.metrics.check_took(started.elapsed());
-    if wait > 0 {
+    if decided.wait > 0 {
         // The token was reserved and counted by the store, as Traefik's reservation is, so a
         // client that goes away while it waits has spent it. A tokio timer holds no lock, no
         // Redis connection and no worker thread while it runs.
-        tokio::time::sleep(Duration::from_nanos(wait)).await;
+        tokio::time::sleep(Duration::from_nanos(decided.wait)).await;
     }
-    response
+    decided.response
 }
 
-async fn decide(
+/// How a request is decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Run {
+    /// A forwardAuth check: the store counts the request (an admitted one holds its slots under
+    /// a fresh ticket, which it is answered with), and the decision is logged.
+    Check,
+    /// An explanation (`POST /v1/explain`): the store is peeked at, nothing is counted, no
+    /// ticket is minted ([`UNMINTED`] stands in its header) and nothing is logged.
+    Explain,
+}
+
+/// The `X-Quotagate-Ticket` of an explained answer where a check would mint a ticket.
+pub const UNMINTED: &str = "(a ticket is minted when a check admits the request)";
+
+/// A decision: the answer, how the decision metrics count it, and what it was made from.
+#[derive(Debug)]
+pub struct Decided {
+    pub response: Response,
+    /// Nanoseconds an allowed request waits for the token it reserved before it is answered.
+    pub wait: Nanos,
+    pub outcome: Outcome,
+    pub plan: Option<PlanId>,
+    /// The rule the metrics name.
+    pub rule: Option<RuleId>,
+    /// Who called, or why that could not be told; `None` if the request was answered before
+    /// (a malformed forwarded request, an allow-listed client).
+    pub caller: Option<Result<Caller, IdentityError>>,
+    /// Where the plan came from, once it is known.
+    pub source: Option<PlanSource>,
+    /// With [`Run::Explain`]: each limit the request meets, as it stands before it.
+    pub before: Vec<Standing>,
+}
+
+/// One limit as it stands before a request (see [`Decided::before`]).
+#[derive(Clone, Debug)]
+pub struct Standing {
+    pub limit: Limit,
+    /// The rule whose scope it is in; `None` for the plan's own limits.
+    pub rule: Option<Arc<str>>,
+    pub mode: Mode,
+    pub verdict: Verdict,
+}
+
+impl Decided {
+    /// An answer given before the store is asked.
+    fn early(outcome: Outcome, response: Response) -> Decided {
+        Decided {
+            response,
+            wait: 0,
+            outcome,
+            plan: None,
+            rule: None,
+            caller: None,
+            source: None,
+            before: Vec::new(),
+        }
+    }
+}
+
+/// The plan of `caller` at `now`, where it came from, and the override that applies to it, if
+/// any: an applying override's plan wins over the config's (plan header, `[tokens]`, defaults),
+/// and its limits replace the plan's own.
+pub fn plan_of(
+    state: &AppState,
+    policy: &Policy,
+    caller: &Caller,
+    headers: &HeaderMap,
+    now: Nanos,
+) -> Result<(PlanId, PlanSource, Option<Arc<Override>>), PolicyError> {
+    let applied = state.overrides.get(caller.key(), now);
+    match applied.as_deref().and_then(|o| o.plan_in(policy)) {
+        Some(plan) => Ok((plan, PlanSource::Override, applied)),
+        None => policy.plan_and_source(caller, headers).map(|(plan, source)| (plan, source, applied)),
+    }
+}
+
+/// Decides the request a check with `headers` (its own `method` and `uri` apply where no
+/// `X-Forwarded-*` header says otherwise) from `peer` asks about, as `run` says: the one path
+/// both checks and explanations take. The clock is read once, here.
+pub async fn decide(
     state: &AppState,
     live: &Live,
     headers: &HeaderMap,
-    req: &Forwarded<'_>,
+    method: &str,
+    uri: &str,
     peer: IpAddr,
-) -> (Response, Nanos) {
-    let (config, metrics) = (&live.config, &live.decisions);
+    run: Run,
+) -> Decided {
+    // Only a check counts (metrics beyond the decision's own) and logs.
+    let checking = run == Run::Check;
+    let req = match Forwarded::from_headers(headers, method, uri) {
+        Ok(req) => req,
+        Err(e) => {
+            if checking {
+                tracing::debug!(error = %e, "forwarded request refused");
+            }
+            return Decided::early(Outcome::rejected, response::bad_request(&e));
+        }
+    };
+    let config = &live.config;
     let policy = &config.policy;
     if !policy.allow.is_empty() {
         let ip = config.identity.client_ip(headers, peer);
         if policy.is_allowed_ip(ip) {
-            metrics.count(Outcome::allow_listed, None, None);
-            return (response::pass(None, None), 0);
+            return Decided::early(Outcome::allow_listed, response::pass(None, None));
         }
     }
-    let caller = match config.identity.identify(headers, req, peer) {
+    let caller = match config.identity.identify(headers, &req, peer) {
         Ok(caller) => caller,
         Err(e) => {
-            tracing::debug!(error = %e, "request not identified");
-            metrics.count(Outcome::rejected, None, None);
-            return (response::unidentified(&e), 0);
+            if checking {
+                tracing::debug!(error = %e, "request not identified");
+            }
+            let response = response::unidentified(&e);
+            return Decided { caller: Some(Err(e)), ..Decided::early(Outcome::rejected, response) };
         }
     };
     let now = state.clock.now();
-    // The caller's override, if any, wins over the config's plan and the plan's own limits.
-    let applied = state.overrides.get(caller.key(), now);
-    let overridden = applied.as_deref().and_then(|o| o.plan_in(policy));
-    let plan_id = match overridden.map_or_else(|| policy.plan_of(&caller, headers), Ok) {
+    let (plan_id, source, applied) = match plan_of(state, policy, &caller, headers, now) {
         Ok(p) => p,
         Err(e) => {
-            tracing::debug!(%caller, error = %e, "token rejected");
-            metrics.count(Outcome::rejected, None, None);
-            return (response::unknown_token(&caller), 0);
+            if checking {
+                tracing::debug!(%caller, error = %e, "token rejected");
+            }
+            let response = response::unknown_token(&caller);
+            return Decided { caller: Some(Ok(caller)), ..Decided::early(Outcome::rejected, response) };
         }
     };
     let plan = policy.plan(plan_id);
+    let decided = |outcome, rule: Option<&Rule>, response| Decided {
+        plan: Some(plan_id),
+        rule: rule.map(|r| r.id),
+        caller: Some(Ok(caller)),
+        source: Some(source),
+        ..Decided::early(outcome, response)
+    };
     let own = applied.as_deref().and_then(|o| o.limits.as_deref());
-    let scopes = match policy.applicable_with(plan_id, own, req) {
+    let scopes = match policy.applicable_with(plan_id, own, &req) {
         Applicable::Exempt(rule) => {
-            metrics.count(Outcome::exempt, Some(plan_id), Some(rule.id));
-            return (response::pass(Some(plan), Some(&caller)), 0);
+            return decided(Outcome::exempt, Some(rule), response::pass(Some(plan), Some(&caller)));
         }
         Applicable::Unlimited => {
-            metrics.count(Outcome::unlimited, Some(plan_id), None);
-            return (response::pass(Some(plan), Some(&caller)), 0);
+            return decided(Outcome::unlimited, None, response::pass(Some(plan), Some(&caller)))
         }
         Applicable::Limited(scopes) => scopes,
     };
 
     let counting = if policy.count_denied { Counting::Everything } else { Counting::AllowedOnly };
     let ticket = ticket_for(config, caller.key(), plan, &scopes, now);
-    let checked = match &ticket {
-        Some(t) => state.store.check_ticket(caller.key(), &scopes, now, counting, t.id).await,
-        None => state.store.check(caller.key(), &scopes, now, counting).await,
+    let (checked, before) = match run {
+        Run::Check => {
+            let checked = match &ticket {
+                Some(t) => state.store.check_ticket(caller.key(), &scopes, now, counting, t.id).await,
+                None => state.store.check(caller.key(), &scopes, now, counting).await,
+            };
+            (checked, Vec::new())
+        }
+        Run::Explain => match state.store.peek(caller.key(), &scopes, now, counting).await {
+            Ok(peek) => (Ok(peek.next), peek.now.iter().map(Standing::of).collect()),
+            Err(e) => (Err(e), Vec::new()),
+        },
     };
     let decision = match checked {
         Ok(d) => d,
         Err(e) => {
-            metrics.count(Outcome::unavailable, Some(plan_id), None);
-            tracing::debug!(%caller, error = %e, "store unavailable: failing closed");
-            return (response::unavailable(&e), 0);
+            if checking {
+                tracing::debug!(%caller, error = %e, "store unavailable: failing closed");
+            }
+            return decided(Outcome::unavailable, None, response::unavailable(&e));
         }
     };
+    let decided = |outcome, rule, response| Decided { before, ..decided(outcome, rule, response) };
     let (verdicts, allowed) = match &decision {
         Decision::Allowed(v) => (v, true),
         Decision::Denied(v) => (v, false),
         Decision::Unchecked => {
-            metrics.count(Outcome::unchecked, Some(plan_id), None);
-            return (response::pass(Some(plan), Some(&caller)), 0);
+            return decided(Outcome::unchecked, None, response::pass(Some(plan), Some(&caller)));
         }
     };
     // Only an admitted request holds slots, so only it gets a ticket to free them.
-    let ticket = ticket.filter(|_| allowed).and_then(|t| mint(&live.minter, &t, &caller));
-    if ticket.is_some() {
+    let ticket = ticket.filter(|_| allowed);
+    let ticket = match run {
+        Run::Check => ticket.and_then(|t| mint(&live.minter, &t, &caller)),
+        Run::Explain => ticket.map(|_| UNMINTED.to_owned()),
+    };
+    if ticket.is_some() && checking {
         state.metrics.ticket_issued();
     }
     let report = Report {
@@ -141,27 +255,45 @@ async fn decide(
 
     // Dry-run limits never change the answer: they are only reported.
     let dry_run = report.worst(Mode::DryRun);
-    if let Some(j) = dry_run {
+    if let Some(j) = dry_run.filter(|_| checking) {
         tracing::debug!(%caller, plan = %plan.name, rule = rule_name(j.rule), limits = %report.violated_names(Mode::DryRun), "would deny (dry run)");
     }
     if allowed {
-        match dry_run {
-            Some(j) => metrics.count(Outcome::dry_run_denied, Some(plan_id), rule_id(j.rule)),
+        let response = response::allowed(&report);
+        let decided = match dry_run {
+            Some(j) => decided(Outcome::dry_run_denied, j.rule, response),
             None => {
+                if checking {
+                    tracing::debug!(%caller, plan = %plan.name, "allowed");
+                }
                 let rule = scopes.iter().filter(|s| s.mode == Mode::Enforce).find_map(|s| s.rule);
-                metrics.count(Outcome::allowed, Some(plan_id), rule_id(rule));
-                tracing::debug!(%caller, plan = %plan.name, "allowed");
+                decided(Outcome::allowed, rule, response)
             }
-        }
-        return (response::allowed(&report), decision.wait());
+        };
+        return Decided { wait: decision.wait(), ..decided };
     }
     let rule = report.worst(Mode::Enforce).and_then(|j| j.rule);
-    metrics.count(Outcome::denied, Some(plan_id), rule_id(rule));
-    if verdicts.iter().any(|j| j.mode == Mode::Enforce && !j.verdict.allowed && j.limit.is_concurrent()) {
-        state.metrics.ticket_refused();
+    let refused =
+        verdicts.iter().any(|j| j.mode == Mode::Enforce && !j.verdict.allowed && j.limit.is_concurrent());
+    if checking {
+        if refused {
+            state.metrics.ticket_refused();
+        }
+        tracing::debug!(%caller, plan = %plan.name, rule = rule_name(rule), limits = %report.violated_names(Mode::Enforce), "denied");
     }
-    tracing::debug!(%caller, plan = %plan.name, rule = rule_name(rule), limits = %report.violated_names(Mode::Enforce), "denied");
-    (response::denied(&report), 0)
+    decided(Outcome::denied, rule, response::denied(&report))
+}
+
+impl Standing {
+    /// What `j` says of its limit.
+    pub fn of(j: &Judged<'_>) -> Standing {
+        Standing {
+            limit: j.limit.clone(),
+            rule: j.rule.map(|r| r.name.clone()),
+            mode: j.mode,
+            verdict: j.verdict,
+        }
+    }
 }
 
 /// The ticket an admitted request of `caller` on `plan` gets, if any: when one of its scopes
@@ -197,11 +329,6 @@ fn mint(minter: &Minter, ticket: &Ticket, caller: &Caller) -> Option<String> {
         .mint(ticket)
         .inspect_err(|e| tracing::warn!(%caller, error = %e, "admitted without a ticket; its slots free themselves at hold"))
         .ok()
-}
-
-/// The rule label of a decision metric.
-fn rule_id(rule: Option<&Rule>) -> Option<RuleId> {
-    rule.map(|r| r.id)
 }
 
 /// For the logs: called only when the debug level is on.
