@@ -120,6 +120,8 @@ async fn the_admin_api_answers_as_its_openapi_document_says() {
         .args(["--request-timeout", "5"])
         .args(["--workers", "2"])
         .args(["--no-color", "--warnings", "off"])
+        .args(["--report", "junit", "--report-junit-path"])
+        .arg(dir.path().join("junit.xml"))
         .current_dir(dir.path())
         .env("NO_COLOR", "1");
     let run = tokio::task::spawn_blocking(move || command.output());
