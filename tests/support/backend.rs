@@ -1,7 +1,11 @@
 //! [`Backend`]: an in-process HTTP server that records every request it receives, so a test can
 //! assert what got through Traefik. By default it answers `200 backend ok`; with
-//! [`Backend::responding`] it can stand in for an auth server too.
+//! [`Backend::responding`] it can stand in for an auth server too, and with [`Backend::serving`]
+//! it can take its time (work, call another service) before it answers. It counts the requests
+//! it holds at once, and the most it ever held ([`Backend::peak_in_flight`]).
 
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::body::{Body, Bytes};
@@ -44,12 +48,31 @@ impl Recorded {
     }
 }
 
-type Respond = dyn Fn(&Recorded) -> Response + Send + Sync;
-
 /// A recording HTTP server on 127.0.0.1; stops when dropped.
 pub struct Backend {
     server: Server,
     requests: Arc<Mutex<Vec<Recorded>>>,
+    in_flight: Arc<InFlight>,
+}
+
+/// Requests between their arrival and the moment their response is ready.
+#[derive(Default)]
+struct InFlight {
+    now: AtomicUsize,
+    peak: AtomicUsize,
+}
+
+impl InFlight {
+    fn enter(&self) {
+        // SeqCst: the peak must count every request that overlapped another, whichever
+        // thread served it.
+        let now = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+        self.peak.fetch_max(now, Ordering::SeqCst);
+    }
+
+    fn leave(&self) {
+        self.now.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Backend {
@@ -64,31 +87,53 @@ impl Backend {
     where
         F: Fn(&Recorded) -> Response + Send + Sync + 'static,
     {
+        Backend::serving(move |request| std::future::ready(respond(&request))).await
+    }
+
+    /// A server that answers each request with what `serve(request)` resolves to, e.g. a
+    /// backend that works a while and then calls another service. The request is recorded, and
+    /// leaves the in-flight count, once its response is ready.
+    pub async fn serving<F, Fut>(serve: F) -> Backend
+    where
+        F: Fn(Recorded) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Response> + Send + 'static,
+    {
         let requests = Arc::new(Mutex::new(Vec::new()));
-        let respond: Arc<Respond> = Arc::new(respond);
-        let log = Arc::clone(&requests);
+        let in_flight = Arc::new(InFlight::default());
+        let serve = Arc::new(serve);
+        let (log, counter) = (Arc::clone(&requests), Arc::clone(&in_flight));
         let router = Router::new().fallback(move |request: Request| {
-            let log = Arc::clone(&log);
-            let respond = Arc::clone(&respond);
+            let (log, counter, serve) = (Arc::clone(&log), Arc::clone(&counter), Arc::clone(&serve));
             async move {
-                let (parts, body) = request.into_parts();
-                let Ok(body) = axum::body::to_bytes(body, MAX_BODY).await else {
-                    return Response::builder()
-                        .status(StatusCode::PAYLOAD_TOO_LARGE)
-                        .body(Body::empty())
-                        .expect("a static response is valid");
-                };
-                let uri =
-                    parts.uri.path_and_query().map_or_else(|| parts.uri.to_string(), |pq| pq.to_string());
-                let recorded = Recorded { method: parts.method, uri, headers: parts.headers, body };
-                let response = respond(&recorded);
-                // Recorded before the response is sent, so a client that got its answer finds
-                // the request in the log. The lock is never held across an await.
-                log.lock().expect("no test panics while holding this lock").push(recorded);
+                counter.enter();
+                let response = Backend::answer(request, log, serve.as_ref()).await;
+                counter.leave();
                 response
             }
         });
-        Backend { server: Server::start(router).await, requests }
+        Backend { server: Server::start(router).await, requests, in_flight }
+    }
+
+    /// Reads and records `request`, and answers it with `serve`.
+    async fn answer<F, Fut>(request: Request, log: Arc<Mutex<Vec<Recorded>>>, serve: &F) -> Response
+    where
+        F: Fn(Recorded) -> Fut,
+        Fut: Future<Output = Response>,
+    {
+        let (parts, body) = request.into_parts();
+        let Ok(body) = axum::body::to_bytes(body, MAX_BODY).await else {
+            return Response::builder()
+                .status(StatusCode::PAYLOAD_TOO_LARGE)
+                .body(Body::empty())
+                .expect("a static response is valid");
+        };
+        let uri = parts.uri.path_and_query().map_or_else(|| parts.uri.to_string(), |pq| pq.to_string());
+        let recorded = Recorded { method: parts.method, uri, headers: parts.headers, body };
+        let response = serve(recorded.clone()).await;
+        // Recorded before the response is sent, so a client that got its answer finds the
+        // request in the log. The lock is never held across an await.
+        log.lock().expect("no test panics while holding this lock").push(recorded);
+        response
     }
 
     /// `http://127.0.0.1:PORT`, without a trailing slash.
@@ -118,6 +163,12 @@ impl Backend {
             .last()
             .cloned()
             .expect("the backend has received no request")
+    }
+
+    /// The most requests this backend ever held at once (from arrival until the response was
+    /// ready).
+    pub fn peak_in_flight(&self) -> usize {
+        self.in_flight.peak.load(Ordering::SeqCst)
     }
 
     /// Forgets the requests received so far.

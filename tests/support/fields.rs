@@ -23,3 +23,10 @@ pub fn sf_items(value: &str) -> Vec<String> {
         })
         .collect()
 }
+
+/// The item named `name` among the field's (as [`sf_items`] writes it), if there is one.
+// tests/http.rs includes this file on its own and does not use this.
+#[allow(dead_code)]
+pub fn sf_item(value: &str, name: &str) -> Option<String> {
+    sf_items(value).into_iter().find(|item| item.split(' ').next() == Some(name))
+}

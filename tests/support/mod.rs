@@ -1,7 +1,8 @@
 //! Support for the black-box tests in `tests/*.rs`, which include it with `mod support;`.
 //!
 //! It owns the moving parts of an end-to-end test: ports on 127.0.0.1 ([`free_port`], [`bind`]),
-//! in-process HTTP servers ([`Server`], and [`Backend`], which records what it receives), and
+//! in-process HTTP servers ([`Server`], and [`Backend`], which records what it receives, and a
+//! backend that closes its concurrency tickets: [`tickets::closing_backend`]), and
 //! real processes: Traefik ([`Traefik`]), nginx as a backend whose routing is the truth
 //! ([`Nginx`]), and the service under test ([`Quotagate`]), each killed
 //! when its value is dropped and each printing its log when the test fails. What to assert is
@@ -23,6 +24,7 @@ pub mod quotagate;
 pub mod raw;
 pub mod redis;
 pub mod spellings;
+pub mod tickets;
 pub mod traefik;
 pub mod windows;
 

@@ -1,6 +1,7 @@
 //! [`Quotagate`]: the service binary under test (`CARGO_BIN_EXE_quotagate`), started as
 //! `quotagate serve --config FILE --listen 127.0.0.1:PORT` with a config the test writes, and
-//! ready once `GET /healthz` answers 200. The config file stays in place so a test can rewrite
+//! ready once `GET /healthz` answers 200 (and, with [`Builder::tickets_listener`], the tickets
+//! listener accepts connections). The config file stays in place so a test can rewrite
 //! it and [`Quotagate::reload`] (SIGHUP) to test hot reload. A panic while a `Quotagate` is alive
 //! prints its log when the value drops.
 
@@ -22,6 +23,7 @@ pub struct Builder {
     env: Vec<(OsString, OsString)>,
     args: Vec<OsString>,
     admin_port: Option<u16>,
+    tickets_listener: bool,
 }
 
 /// Why [`Builder::try_start`] returned no running service: it exited before it was healthy.
@@ -53,6 +55,14 @@ impl Builder {
         self
     }
 
+    /// Serves `POST /v1/tickets/close` too: the config gets `server.tickets_listen =
+    /// "127.0.0.1:PORT"` (a new free port at each start attempt, like the main listener's), and
+    /// [`Quotagate::tickets_url`] says where.
+    pub fn tickets_listener(mut self) -> Self {
+        self.tickets_listener = true;
+        self
+    }
+
     /// Starts the service and waits until it is healthy; panics with its log if it is not
     /// within [`STARTUP_TIMEOUT`].
     pub async fn start(self) -> Quotagate {
@@ -68,12 +78,17 @@ impl Builder {
     pub async fn try_start(self) -> Result<Quotagate, StartError> {
         let dir = tempfile::Builder::new().prefix("quotagate-").tempdir().expect("create a temp dir");
         let config_path = dir.path().join("quotagate.toml");
-        std::fs::write(&config_path, &self.config).expect("write the quotagate config");
         let mut last_error = None;
         // The port is free when chosen but may be taken before the service binds it: then it
         // exits with "address in use" and we try again with a new port.
         for attempt in 1..=3 {
             let port = free_port();
+            let tickets_port = self.tickets_listener.then(free_port);
+            let config = match tickets_port {
+                Some(tickets) => with_tickets_listen(&self.config, tickets),
+                None => self.config.clone(),
+            };
+            std::fs::write(&config_path, config).expect("write the quotagate config");
             let mut command = Command::new(BINARY);
             command
                 .arg("serve")
@@ -92,6 +107,7 @@ impl Builder {
                 process,
                 port,
                 admin_port: self.admin_port,
+                tickets_port,
                 config_path: config_path.clone(),
                 dir: None,
             };
@@ -114,11 +130,23 @@ impl Builder {
     }
 }
 
+/// `config` (TOML) with `server.tickets_listen` set to `127.0.0.1:port`. Comments are lost;
+/// the meaning is kept.
+fn with_tickets_listen(config: &str, port: u16) -> String {
+    let mut table: toml::Table =
+        config.parse().unwrap_or_else(|e| panic!("the test's config is not TOML: {e}"));
+    let server = table.entry("server").or_insert_with(|| toml::Table::new().into());
+    let toml::Value::Table(server) = server else { panic!("`server` in the test's config is not a table") };
+    server.insert("tickets_listen".to_owned(), format!("127.0.0.1:{port}").into());
+    toml::to_string(&table).expect("a TOML table serializes")
+}
+
 /// A running quotagate, killed on drop; its log is printed if the test is failing.
 pub struct Quotagate {
     process: Process,
     port: u16,
     admin_port: Option<u16>,
+    tickets_port: Option<u16>,
     config_path: PathBuf,
     // Dropped after `process` (fields drop in order), so the log is still there to print.
     dir: Option<tempfile::TempDir>,
@@ -132,7 +160,13 @@ impl Quotagate {
 
     /// Options for a service whose config file will hold `config` (TOML).
     pub fn builder(config: &str) -> Builder {
-        Builder { config: config.to_owned(), env: Vec::new(), args: Vec::new(), admin_port: None }
+        Builder {
+            config: config.to_owned(),
+            env: Vec::new(),
+            args: Vec::new(),
+            admin_port: None,
+            tickets_listener: false,
+        }
     }
 
     /// `http://127.0.0.1:PORT`, without a trailing slash; also the forwardAuth address to give
@@ -149,6 +183,13 @@ impl Quotagate {
     /// builder was told of it, else the main listener. No trailing slash.
     pub fn admin_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.admin_port.unwrap_or(self.port))
+    }
+
+    /// `http://127.0.0.1:PORT` of `server.tickets_listen`, where backends close their tickets;
+    /// no trailing slash. Panics unless the builder was given [`Builder::tickets_listener`].
+    pub fn tickets_url(&self) -> String {
+        let port = self.tickets_port.expect("started without Builder::tickets_listener");
+        format!("http://127.0.0.1:{port}")
     }
 
     /// The Prometheus text at `/metrics`, or `None` if the service does not answer.
@@ -223,7 +264,13 @@ impl Quotagate {
                 return Err(status);
             }
             let last = match http.get(&url).send().await {
-                Ok(response) if response.status() == 200 => return Ok(()),
+                Ok(response) if response.status() == 200 => match self.tickets_port {
+                    None => return Ok(()),
+                    Some(port) => match tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+                        Ok(_) => return Ok(()),
+                        Err(e) => format!("the tickets listener on port {port} refuses connections: {e}"),
+                    },
+                },
                 Ok(response) => format!("GET /healthz answered {}", response.status()),
                 Err(e) => format!("GET /healthz failed: {e}"),
             };
