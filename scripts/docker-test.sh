@@ -6,9 +6,10 @@
 #   compose  docker-compose.yml with local stand-in images: 200s then 429 through Traefik;
 #            with quotagate.redis.toml and the redis profile, the same with counters in Redis
 #   swarm    docker swarm init + docker stack deploy -c production.yml: 200 then 429 through
-#            Traefik, and `docker service update --force` of quotagate under light load fails
-#            no request; then 3 replicas on deploy/quotagate.redis.toml: the limit holds across
-#            them, and through a rolling update of all three
+#            Traefik; the API reaches quotagate's tickets listener (the token decides) and
+#            Traefik does not; `docker service update --force` of quotagate under light load
+#            fails no request; then 3 replicas on deploy/quotagate.redis.toml: the limit holds
+#            across them, and through a rolling update of all three
 # and checks that nothing is left behind: no container, network, volume, secret, config, stack
 # or swarm of its own. The images stay (quotagate:dev, quotagate-standin/*:dev).
 #
@@ -272,6 +273,7 @@ suite_image() {
     if out="$(docker run --rm -v "$repo/deploy/compose/quotagate:/etc/quotagate:ro" "$image" \
         check-config /etc/quotagate/quotagate.toml 2>&1)" &&
         out2="$(docker run --rm -v "$repo/deploy:/etc/quotagate:ro" -v "$key:/run/secrets/quotagate_hash_key:ro" \
+            -v "$key:/run/secrets/quotagate_tickets_token:ro" \
             "$image" check-config /etc/quotagate/quotagate.swarm.toml 2>&1)"; then
         pass "check-config accepts deploy/compose/quotagate/quotagate.toml and deploy/quotagate.swarm.toml"
     else
@@ -413,12 +415,13 @@ stack="${run_id}s"
 swarm_inited=false
 gwbridge_existed=true
 stack_deployed=false
-secrets=("${stack}_hash_key" "${stack}_redis_password")
+secrets=("${stack}_hash_key" "${stack}_redis_password" "${stack}_tickets_token")
 
 stack_deploy() {
     env HTTP_PORT="$swarm_port" TRAEFIK_IMAGE="$standin_traefik" QUOTAGATE_IMAGE="$image" \
         BACKEND_IMAGE="$standin_backend" REDIS_IMAGE="$standin_redis" \
         QUOTAGATE_HASH_KEY_SECRET="${secrets[0]}" REDIS_PASSWORD_SECRET="${secrets[1]}" \
+        QUOTAGATE_TICKETS_TOKEN_SECRET="${secrets[2]}" PUBLIC_NETWORK="${stack}_public" \
         QUOTAGATE_CONFIG_VERSION="$stack" "$@" \
         timeout 120 docker stack deploy --resolve-image never -c production.yml "$stack"
 }
@@ -563,7 +566,10 @@ suite_swarm() {
     esac
 
     local s
-    for s in "${secrets[@]}"; do random_hex | docker secret create "$s" - >/dev/null || fail "docker secret create $s"; done
+    # The tickets token is kept: the layout check below closes a ticket with it.
+    random_hex >"$work/tickets_token"
+    for s in "${secrets[@]:0:2}"; do random_hex | docker secret create "$s" - >/dev/null || fail "docker secret create $s"; done
+    docker secret create "${secrets[2]}" "$work/tickets_token" >/dev/null || fail "docker secret create ${secrets[2]}"
     swarm_port="$(free_port)"
     local start=$SECONDS
     stack_deployed=true
@@ -589,6 +595,7 @@ suite_swarm() {
         return 1
     fi
     expect_limit "through Traefik (swarm)" "$url/v1/items" "swarm-$run_id"
+    tickets_layout
 
     rolling_update "$url" "1 replica, memory counters"
     note "one token sent 4 requests a second meanwhile: at most $steady_max passed in one minute"
@@ -602,6 +609,47 @@ suite_swarm() {
         pass "tear-down: no stack, service, container, network, config, secret or volume left; swarm $state as before"
     else
         fail "tear-down left: $(swarm_leftovers) (swarm: $(docker info -f '{{.Swarm.LocalNodeState}}'))"
+    fi
+}
+
+# The first running container of stack service $1.
+stack_container() {
+    docker ps -q --filter "$(stack_label)" --filter "label=com.docker.swarm.service.name=${stack}_$1" | head -1
+}
+
+# production.yml's networks as the README lays them out: the API reaches quotagate's tickets
+# listener over `tickets`, where the token decides (a made-up ticket with it: 400; without it:
+# 401), and Traefik, which is not on `tickets`, cannot reach that address at all.
+tickets_layout() {
+    if [ "$(id -u)" -ne 0 ]; then
+        skip "tickets listener reachable from the API only: entering the containers' network namespaces needs nsenter, so root"
+        return 0
+    fi
+    local q api traefik ip
+    q="$(stack_container quotagate)" api="$(stack_container api)" traefik="$(stack_container traefik)"
+    ip="$(docker inspect -f "{{with index .NetworkSettings.Networks \"${stack}_tickets\"}}{{.IPAddress}}{{end}}" "$q" 2>/dev/null)"
+    if [ -z "$ip" ] || [ -z "$api" ] || [ -z "$traefik" ]; then
+        fail "tickets layout: no quotagate address on ${stack}_tickets ('$ip'), or no API ('$api') or Traefik ('$traefik') container"
+        return 1
+    fi
+    # POSTs a made-up ticket to quotagate's tickets listener from container $1's network
+    # namespace, with curl arguments $2...; prints the status (000: unreachable).
+    close_from() {
+        local pid
+        pid="$(docker inspect -f '{{.State.Pid}}' "$1")"
+        shift
+        nsenter -t "$pid" -n curl -s -o /dev/null -w '%{http_code}' --max-time 3 -X POST \
+            -H 'Content-Type: application/json' -d '{"ticket": "qt1.made-up"}' "$@" \
+            "http://$ip:8082/v1/tickets/close" || true
+    }
+    local with without from_traefik
+    with="$(close_from "$api" -H "Authorization: Bearer $(cat "$work/tickets_token")")"
+    without="$(close_from "$api")"
+    from_traefik="$(close_from "$traefik" -H "Authorization: Bearer $(cat "$work/tickets_token")")"
+    if [ "$with" = 400 ] && [ "$without" = 401 ] && [ "$from_traefik" = 000 ]; then
+        pass "tickets listener: the API reaches quotagate:8082 over ${stack}_tickets (a made-up ticket: 400; no token: 401); Traefik cannot reach it there"
+    else
+        fail "tickets listener from the API: $with with the token (expected 400), $without without (expected 401); from Traefik: $from_traefik (expected 000, unreachable)"
     fi
 }
 
@@ -622,7 +670,8 @@ suite_shared_store() {
     random_hex >"$key"
     chmod 0644 "$pw" "$key"
     if ! verdict="$(docker run --rm -v "$repo/deploy:/etc/quotagate:ro" -v "$key:/run/secrets/quotagate_hash_key:ro" \
-        -v "$pw:/run/secrets/redis_password:ro" "$image" check-config "/etc/quotagate/${shared_config#deploy/}" 2>&1)" &&
+        -v "$pw:/run/secrets/redis_password:ro" -v "$key:/run/secrets/quotagate_tickets_token:ro" \
+        "$image" check-config "/etc/quotagate/${shared_config#deploy/}" 2>&1)" &&
         [ "$mode" = auto ]; then
         skip "limit holds across replicas: needs the Redis store (issue 4); quotagate says of deploy/quotagate.redis.toml: $(echo "$verdict" | tail -n +2 | tr -s ' \n' ' ')"
         return 0
