@@ -5,12 +5,11 @@
 //! README's "Concurrency limits and tickets" tells backends to.
 //!
 //! Real time is unavoidable here: the backend works 1 s per request, and the leak-guard test
-//! uses a `hold` of 2 s. Every wait is bounded (see [`bounded`]); none crosses a window: the
+//! uses a `hold` of 2 s. Every wait is bounded (`support::bounded`); none crosses a window: the
 //! other limit is per day.
 
 mod support;
 
-use std::future::Future;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -18,7 +17,7 @@ use reqwest::header::HeaderMap;
 use serde_json::{json, Value};
 use support::fields::sf_item;
 use support::tickets::{close, closing_backend, Closer, CLOSE_STATUS_HEADER, TICKET_HEADER};
-use support::{client, Backend, Quotagate, Traefik};
+use support::{bounded, client, Backend, Quotagate, Traefik};
 
 /// How long the closing backend works on each request.
 const WORK: Duration = Duration::from_secs(1);
@@ -71,11 +70,6 @@ async fn traefik(quotagate: &Quotagate, backend: &Backend) -> Traefik {
         .auth_response_headers(AUTH_RESPONSE_HEADERS)
         .start()
         .await
-}
-
-/// Runs `test` for at most `limit` of real time.
-async fn bounded<F: Future<Output = ()>>(limit: Duration, test: F) {
-    tokio::time::timeout(limit, test).await.unwrap_or_else(|_| panic!("the test took over {limit:?}"));
 }
 
 /// One answer as the client saw it.

@@ -12,7 +12,7 @@ use reqwest::header::HeaderMap;
 use serde_json::{json, Value};
 use support::fields::sf_item;
 use support::tickets::{close, Closer, TICKET_HEADER};
-use support::{client, Quotagate, RedisServer};
+use support::{bounded, client, Quotagate, RedisServer};
 
 const TICKETS_TOKEN: &str = "replicas-backends-close-with-this";
 
@@ -119,11 +119,6 @@ async fn at_once(replicas: &std::sync::Arc<Replicas>, token: &str, n: usize) -> 
         answers.push(task.await.expect("the check task does not panic"));
     }
     answers
-}
-
-/// Runs `test` for at most `limit` of real time.
-async fn bounded<F: std::future::Future<Output = ()>>(limit: Duration, test: F) {
-    tokio::time::timeout(limit, test).await.unwrap_or_else(|_| panic!("the test took over {limit:?}"));
 }
 
 /// Admitted and refused answers of a burst; panics on any other status or on a refusal that is

@@ -104,6 +104,11 @@ where
     }
 }
 
+/// Runs `test` for at most `limit` of real time; panics (failing the test) when time runs out.
+pub async fn bounded<F: Future<Output = ()>>(limit: Duration, test: F) {
+    tokio::time::timeout(limit, test).await.unwrap_or_else(|_| panic!("the test took over {limit:?}"));
+}
+
 /// An axum router served on 127.0.0.1 by a task of the test's runtime, until dropped.
 pub struct Server {
     addr: SocketAddr,
