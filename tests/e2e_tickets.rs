@@ -2,7 +2,8 @@
 //! forwardAuth middleware asks a real quotagate process and copies `X-Quotagate-Ticket` to the
 //! backend; the backend hands the ticket back on quotagate's tickets listener
 //! (`POST /v1/tickets/close`, with the bearer token of `server.tickets_token_file`), as the
-//! README's "Concurrency limits and tickets" tells backends to.
+//! README's "Concurrency limits and tickets" tells backends to. Bad tickets, costs and the
+//! endpoint's answers are tested against one process in tests/tickets.rs.
 //!
 //! Real time is unavoidable here: the backend works 1 s per request, and the leak-guard test
 //! uses a `hold` of 2 s. Every wait is bounded (`support::bounded`); none crosses a window: the
@@ -128,7 +129,7 @@ fn assert_refused_by_concurrency(answer: &Answer, hold_secs: u64) {
     let retry: u64 = answer.header("retry-after").expect("Retry-After").parse().expect("whole seconds");
     assert!((1..=hold_secs).contains(&retry), "Retry-After {retry}, hold {hold_secs} s");
     let policy = answer.header("ratelimit-policy").expect("RateLimit-Policy");
-    assert_eq!(sf_item(policy, "concurrent").as_deref(), Some(r#"concurrent q=2 qu="concurrent-requests""#));
+    assert_eq!(sf_item(policy, "concurrent").as_deref(), Some("concurrent q=2 qu=concurrent-requests"));
     let state = answer.header("ratelimit").expect("RateLimit");
     let item = sf_item(state, "concurrent").unwrap_or_else(|| panic!("no concurrent item in {state:?}"));
     let t: u64 = item.strip_prefix("concurrent r=0 t=").unwrap_or_else(|| panic!("{item}")).parse().unwrap();
@@ -259,70 +260,6 @@ async fn the_slots_of_a_backend_that_never_closes_return_after_hold() {
         assert_eq!(metric(q, "quotagate_tickets_closed_total{result=\"closed\"}").await, 0.0);
         assert_eq!(metric(q, "quotagate_tickets_closed_total{result=\"unknown\"}").await, 1.0);
         assert_eq!(metric(q, "quotagate_tickets_issued_total").await, 4.0);
-    })
-    .await;
-}
-
-/// A forwardAuth check straight to quotagate (no Traefik): its status and its ticket, if any.
-async fn check(quotagate: &Quotagate, token: &str) -> (u16, Option<String>) {
-    let r = client()
-        .get(format!("{}/api/infer", quotagate.url()))
-        .bearer_auth(token)
-        .send()
-        .await
-        .expect("quotagate answers");
-    let ticket = r.headers().get(TICKET_HEADER).map(|v| v.to_str().expect("ASCII").to_owned());
-    (r.status().as_u16(), ticket)
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn bad_tickets_free_nothing_and_a_ticket_closes_once() {
-    let gate = start_gate("1m", "e2e-tickets-hash-key-0123456789").await;
-    // Another deployment, with another hash key: its tickets are forgeries here.
-    let other = start_gate("1m", "another-deployment-hash-key-000").await;
-    bounded(Duration::from_secs(30), async {
-        let q = &gate.quotagate;
-        let (_, first) = check(q, "careful").await;
-        let (_, second) = check(q, "careful").await;
-        let ticket = first.expect("an admitted request gets a ticket");
-        assert!(second.is_some());
-        assert_eq!(check(q, "careful").await, (429, None), "both slots are held");
-
-        let (status, foreign) = check(&other.quotagate, "careful").await;
-        assert_eq!(status, 200);
-        let foreign = foreign.expect("the other deployment issues tickets too");
-        let mut forged = ticket.clone().into_bytes();
-        let middle = forged.len() / 2;
-        forged[middle] = if forged[middle] == b'A' { b'B' } else { b'A' };
-        let forged = String::from_utf8(forged).expect("ASCII");
-        let truncated = &ticket[..ticket.len() - 4];
-        for bad in [truncated, &forged, &foreign, "qt1.", "qt1.!!!", "not-a-ticket", ""] {
-            let closed = close(&gate.closer, bad).await.expect("the tickets listener answers");
-            assert_eq!(closed.status, 400, "{bad:?}: {closed:?}");
-            assert_eq!(closed.content_type.as_deref(), Some("application/problem+json"), "{bad:?}");
-        }
-        assert_eq!(metric(q, "quotagate_tickets_closed_total{result=\"invalid\"}").await, 7.0);
-        // The right ticket without the backends' token, or with another one.
-        for token in [None, Some("not-the-tickets-token".to_owned())] {
-            let closer = Closer { token, ..gate.closer.clone() };
-            let closed = close(&closer, &ticket).await.expect("the tickets listener answers");
-            assert_eq!(closed.status, 401, "{closed:?}");
-        }
-        assert_eq!(check(q, "careful").await.0, 429, "no bad close freed a slot");
-
-        // The real close frees one slot; a retried close frees nothing more.
-        let closed = close(&gate.closer, &ticket).await.expect("the tickets listener answers");
-        assert_eq!(closed.status, 200, "{closed:?}");
-        assert_eq!(closed.body["released"], 1);
-        let (status, third) = check(q, "careful").await;
-        assert_eq!(status, 200);
-        assert!(third.is_some());
-        let again = close(&gate.closer, &ticket).await.expect("the tickets listener answers");
-        assert_eq!(again.status, 404, "{again:?}");
-        assert_eq!(check(q, "careful").await.0, 429, "the retried close freed nothing");
-
-        assert_eq!(metric(q, "quotagate_tickets_closed_total{result=\"unknown\"}").await, 1.0);
-        assert_eq!(metric(q, "quotagate_tickets_closed_total{result=\"closed\"}").await, 1.0);
     })
     .await;
 }
